@@ -1,0 +1,66 @@
+# jobflow: the first two targets are the contract with users (see README.md).
+#   make up    run the whole pipeline on this machine (installs what is missing)
+#   make test  the whole test suite (starts the local stack when it is not up)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+TOOLS := .local/tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+RUN := $(UV) run --frozen
+
+.PHONY: help up down status logs clean test test-unit test-stack lint format typecheck
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(UV):
+	@echo "==> uv: installing $(UV_VERSION) into $(TOOLS)"
+	@python3 -m venv $(TOOLS) 2>/dev/null || { \
+		echo "==> python3-venv missing: installing (apt-get)"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq python3-venv >/dev/null; \
+		python3 -m venv $(TOOLS); }
+	@$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	@echo "==> python dependencies: uv sync (uv.lock)"
+	@$(UV) sync --frozen --quiet
+	@touch $@
+
+up: $(VENV)/.synced ## start everything (idempotent) and print the endpoints
+	@$(PYTHON) -m local up
+
+down: $(VENV)/.synced ## stop what `make up` started; data stays in .local/
+	@$(PYTHON) -m local down
+
+status: $(VENV)/.synced ## state and health of every component
+	@$(PYTHON) -m local status
+
+logs: $(VENV)/.synced ## last lines of every log (make logs NAME=receiver FOLLOW=1)
+	@$(PYTHON) -m local logs $(NAME) $(if $(FOLLOW),--follow)
+
+clean: $(VENV)/.synced ## stop everything and delete its data and logs
+	@$(PYTHON) -m local clean
+
+lint: $(VENV)/.synced ## ruff (lint and format check)
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check .
+
+format: $(VENV)/.synced ## ruff format and autofix
+	@$(RUN) ruff format .
+	@$(RUN) ruff check --fix .
+
+typecheck: $(VENV)/.synced ## mypy --strict
+	@$(RUN) mypy
+
+test-unit: $(VENV)/.synced ## tests that need no running stack
+	@$(RUN) pytest tests/unit
+
+test-stack: $(VENV)/.synced ## integration and end-to-end tests on the local stack (starts it)
+	@$(RUN) pytest tests/stack
+
+test: lint typecheck $(VENV)/.synced ## everything: lint, types, unit, integration, end to end
+	@$(RUN) pytest

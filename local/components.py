@@ -1,0 +1,528 @@
+"""The components of the local stack, in the order they start.
+
+Each one knows how to prepare its files on first start, which program runs it, how to tell
+that it is ready, and what to set up once it is (topics, tables, the connector). Contracts
+(topics, DDL, connector config) come from ``charts/jobflow/files/``, the chart's own copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import yaml
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from jobflow.core.settings import KafkaSettings, PostgresSettings
+from jobflow.schema.clickhouse import ClickHouseHttp
+from jobflow.schema.statements import render, split_statements
+from local.clickhouse_compat import adapt_for_clickhouse_18
+from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
+from local.output import step
+from local.supervisor import Program
+
+SERVICES = ("receiver", "processor", "converter", "informer")
+
+
+def render_template(source: Path, target: Path, values: dict[str, str]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(Template(source.read_text()).substitute(values))
+
+
+async def http_unready_reason(url: str, expect: int = 200) -> str | None:
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return f"{url}: {exc.__class__.__name__}"
+    if response.status_code != expect:
+        return f"{url}: HTTP {response.status_code} {response.text[:120]}"
+    return None
+
+
+class Component(ABC):
+    name: str
+    endpoint: str = ""
+
+    def __init__(self, stack: StackSettings) -> None:
+        self.stack = stack
+
+    @abstractmethod
+    def program(self) -> Program: ...
+
+    def prepare(self) -> None:  # noqa: B027 - most components have nothing to prepare
+        """Create files the program needs before its first start."""
+
+    @abstractmethod
+    async def unready_reason(self) -> str | None:
+        """None when ready, else why not."""
+
+    async def setup(self) -> None:  # noqa: B027 - most components have nothing to set up
+        """Idempotent set-up once the component is ready."""
+
+
+class Postgres(Component):
+    name = "postgres"
+
+    def __init__(self, stack: StackSettings, postgres: PostgresSettings) -> None:
+        super().__init__(stack)
+        self.settings = postgres
+        self.endpoint = (
+            f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/{postgres.database}"
+        )
+        self.data = stack.path("postgres", "data")
+        self.sockets = stack.path("postgres", "run")
+
+    @staticmethod
+    def binary(name: str) -> str:
+        candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_version_key)
+        if not candidates:
+            raise RuntimeError(f"PostgreSQL's {name} not found under /usr/lib/postgresql")
+        return candidates[-1]
+
+    def os_user(self) -> str | None:
+        # PostgreSQL refuses to run as root; the Debian package creates the postgres user.
+        return "postgres" if os.geteuid() == 0 else None
+
+    def _chown(self, path: Path) -> None:
+        user = self.os_user()
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def program(self) -> Program:
+        return Program(
+            name=self.name,
+            command=[
+                self.binary("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.settings.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.sockets}",
+            ],
+            user=self.os_user(),
+        )
+
+    def prepare(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        step(self.name, f"initialising a cluster in {self.data}")
+        for folder in (self.data.parent, self.data, self.sockets):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._chown(folder)
+        password_file = self.data.parent / "initdb.pw"
+        password_file.write_text(self.settings.password.get_secret_value())
+        self._chown(password_file)
+        command = [
+            self.binary("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.settings.user,
+            "--auth=scram-sha-256",
+            f"--pwfile={password_file}",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
+        user = self.os_user()
+        if user:
+            command = ["runuser", "-u", user, "--", *command]
+        try:
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
+        finally:
+            password_file.unlink()
+
+    async def unready_reason(self) -> str | None:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.settings.conninfo(), connect_timeout=2
+            ) as connection:
+                await connection.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return str(exc).strip().splitlines()[0]
+        return None
+
+    async def setup(self) -> None:
+        schema = (CONTRACTS / "postgres" / "schema.sql").read_text()
+        async with await psycopg.AsyncConnection.connect(self.settings.conninfo()) as connection:
+            await connection.execute(schema.encode())
+        step(self.name, "table jobs in place (charts/jobflow/files/postgres/schema.sql)")
+
+
+class Kafka(Component):
+    name = "kafka"
+
+    def __init__(self, stack: StackSettings, lib: Path) -> None:
+        super().__init__(stack)
+        self.endpoint = stack.kafka_bootstrap
+        self.lib = lib
+        self.data = stack.path("kafka", "data")
+        self.config = stack.path("kafka", "server.properties")
+
+    def java(self, main: str, *arguments: str, heap: str, log_name: str) -> list[str]:
+        return [
+            "java",
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={self.stack.path('conf', 'log4j2.yaml')}",
+            f"-Djobflow.log.name={log_name}",
+            "-cp",
+            f"{self.lib}/*",
+            main,
+            *arguments,
+        ]
+
+    def program(self) -> Program:
+        return Program(
+            name=self.name,
+            command=self.java(
+                "kafka.Kafka", str(self.config), heap=self.stack.kafka_heap, log_name="kafka"
+            ),
+            stop_wait_s=60,
+        )
+
+    def prepare(self) -> None:
+        render_template(
+            TEMPLATES / "log4j2.yaml",
+            self.stack.path("conf", "log4j2.yaml"),
+            {"LOG_DIR": str(self.stack.path("logs"))},
+        )
+        render_template(
+            TEMPLATES / "kafka" / "server.properties",
+            self.config,
+            {
+                "KAFKA_DATA_DIR": str(self.data),
+                "KAFKA_PORT": str(self.stack.kafka_port),
+                "KAFKA_CONTROLLER_PORT": str(self.stack.kafka_controller_port),
+            },
+        )
+        if (self.data / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        step(self.name, f"formatting storage in {self.data} (cluster {cluster_id})")
+        self.data.mkdir(parents=True, exist_ok=True)
+        command = self.java(
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(self.config),
+            heap="256m",
+            log_name="kafka-storage",
+        )
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
+
+    def admin(self) -> AdminClient:
+        # log_level 0: while the broker starts, refused connections are expected, not news.
+        return AdminClient({"bootstrap.servers": self.stack.kafka_bootstrap, "log_level": 0})
+
+    async def unready_reason(self) -> str | None:
+        try:
+            await asyncio.to_thread(self.admin().list_topics, timeout=2)
+        except Exception as exc:
+            return str(exc)
+        return None
+
+    async def setup(self) -> None:
+        topics = load_topics()
+        admin = self.admin()
+        existing = (await asyncio.to_thread(admin.list_topics, timeout=10)).topics
+        wanted = [
+            NewTopic(
+                topic["name"],
+                num_partitions=topic["partitions"],
+                replication_factor=topic["replicas"],
+                config={key: str(value) for key, value in topic.get("config", {}).items()},
+            )
+            for topic in topics
+            if topic["name"] not in existing
+        ]
+        if wanted:
+            for name, created in admin.create_topics(wanted).items():
+                await asyncio.wrap_future(created)
+                step(self.name, f"created topic {name}")
+        for topic in topics:
+            if topic["name"] in existing:
+                partitions = len(existing[topic["name"]].partitions)
+                if partitions != topic["partitions"]:
+                    raise RuntimeError(
+                        f"topic {topic['name']} has {partitions} partitions, "
+                        f"charts/jobflow/files/topics.yaml says {topic['partitions']}"
+                    )
+        step(self.name, f"{len(topics)} topics in place (charts/jobflow/files/topics.yaml)")
+
+
+class Connect(Component):
+    name = "connect"
+    connector = "postgres-connector"
+
+    def __init__(
+        self, stack: StackSettings, kafka: Kafka, postgres: PostgresSettings, plugins: Path
+    ) -> None:
+        super().__init__(stack)
+        self.endpoint = stack.connect_url
+        self.kafka = kafka
+        self.postgres = postgres
+        self.plugins = plugins
+        self.config = stack.path("connect", "connect-distributed.properties")
+
+    def program(self) -> Program:
+        return Program(
+            name=self.name,
+            command=self.kafka.java(
+                "org.apache.kafka.connect.cli.ConnectDistributed",
+                str(self.config),
+                heap=self.stack.connect_heap,
+                log_name="connect",
+            ),
+            # The connector reads these through Connect's env config provider, so the password
+            # is never stored in Kafka Connect's config topic.
+            environment={
+                "JOBFLOW_POSTGRES_URL": (
+                    f"jdbc:postgresql://127.0.0.1:{self.postgres.port}/{self.postgres.database}"
+                ),
+                "JOBFLOW_POSTGRES_USER": self.postgres.user,
+                "JOBFLOW_POSTGRES_PASSWORD": self.postgres.password.get_secret_value(),
+            },
+            stop_wait_s=60,
+        )
+
+    def prepare(self) -> None:
+        render_template(
+            TEMPLATES / "connect" / "connect-distributed.properties",
+            self.config,
+            {
+                "KAFKA_PORT": str(self.stack.kafka_port),
+                "CONNECT_PORT": str(self.stack.connect_port),
+                "CONNECT_PLUGIN_DIR": str(self.plugins),
+            },
+        )
+
+    async def unready_reason(self) -> str | None:
+        return await http_unready_reason(f"{self.endpoint}/connectors")
+
+    def connector_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = orjson.loads(
+            (CONTRACTS / "connect" / "postgres-connector.json").read_bytes()
+        )
+        return {
+            **config,
+            "connection.url": "${env:JOBFLOW_POSTGRES_URL}",
+            "connection.username": "${env:JOBFLOW_POSTGRES_USER}",
+            "connection.password": "${env:JOBFLOW_POSTGRES_PASSWORD}",
+        }
+
+    async def setup(self) -> None:
+        async with httpx.AsyncClient(base_url=self.endpoint, timeout=30) as client:
+            response = await client.put(
+                f"/connectors/{self.connector}/config", json=self.connector_config()
+            )
+            response.raise_for_status()
+            await self._wait_running(client)
+        step(self.name, f"connector {self.connector} running (charts/jobflow/files/connect/)")
+
+    async def _wait_running(self, client: httpx.AsyncClient) -> None:
+        deadline = asyncio.get_running_loop().time() + self.stack.ready_timeout_s
+        while True:
+            response = await client.get(f"/connectors/{self.connector}/status")
+            if response.status_code == httpx.codes.OK:
+                status = response.json()
+                states = [
+                    status["connector"]["state"],
+                    *(task["state"] for task in status["tasks"]),
+                ]
+                if status["tasks"] and all(state == "RUNNING" for state in states):
+                    return
+                failed = [task for task in status["tasks"] if task["state"] == "FAILED"]
+                if failed:
+                    raise RuntimeError(
+                        f"connector task failed: {failed[0].get('trace', '')[:2000]}"
+                    )
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"connector not running: {response.text[:500]}")
+            await asyncio.sleep(0.5)
+
+
+class ClickHouse(Component):
+    name = "clickhouse"
+
+    def __init__(self, stack: StackSettings) -> None:
+        super().__init__(stack)
+        self.endpoint = stack.clickhouse_url
+        self.data = stack.path("clickhouse", "data")
+        self.config = stack.path("clickhouse", "conf", "config.xml")
+
+    def program(self) -> Program:
+        return Program(
+            name=self.name,
+            command=[_clickhouse_server(), f"--config-file={self.config}"],
+            directory=self.data,
+        )
+
+    def prepare(self) -> None:
+        values = {
+            "CLICKHOUSE_DATA_DIR": str(self.data),
+            "CLICKHOUSE_LOG_DIR": str(self.stack.path("logs")),
+            "CLICKHOUSE_HTTP_PORT": str(self.stack.clickhouse_http_port),
+            "CLICKHOUSE_TCP_PORT": str(self.stack.clickhouse_tcp_port),
+            "CLICKHOUSE_PASSWORD": _xml_escape(self.stack.clickhouse_password.get_secret_value()),
+        }
+        for name in ("config.xml", "users.xml"):
+            render_template(TEMPLATES / "clickhouse" / name, self.config.parent / name, values)
+        self.data.mkdir(parents=True, exist_ok=True)
+
+    def client(self) -> ClickHouseHttp:
+        return ClickHouseHttp(
+            self.endpoint,
+            self.stack.clickhouse_user,
+            self.stack.clickhouse_password.get_secret_value(),
+        )
+
+    async def unready_reason(self) -> str | None:
+        return await http_unready_reason(f"{self.endpoint}/ping")
+
+    async def setup(self) -> None:
+        canonical = render(
+            (CONTRACTS / "clickhouse" / "schema.sql").read_text(),
+            {"kafka_broker_list": self.stack.kafka_bootstrap},
+        )
+        client = self.client()
+        try:
+            version = (await client.execute("SELECT version()")).strip()
+            statements = split_statements(canonical)
+            if version.split(".")[0] == "18":
+                statements = adapt_for_clickhouse_18(
+                    statements, report=lambda line: step(self.name, line)
+                )
+            for statement in statements:
+                await client.execute(statement)
+        finally:
+            await client.close()
+        step(self.name, f"tables jobs_kafka, jobs, jobs_mv in place (ClickHouse {version})")
+
+
+class Prometheus(Component):
+    name = "prometheus"
+
+    def __init__(self, stack: StackSettings, service_ports: dict[str, int]) -> None:
+        super().__init__(stack)
+        self.endpoint = stack.prometheus_url
+        self.service_ports = service_ports
+        self.config = stack.path("prometheus", "prometheus.yml")
+
+    def program(self) -> Program:
+        return Program(
+            name=self.name,
+            command=[
+                "prometheus",
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.stack.path('prometheus', 'data')}",
+                "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address=127.0.0.1:{self.stack.prometheus_port}",
+            ],
+        )
+
+    def prepare(self) -> None:
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        scrape = {
+            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            "scrape_configs": [
+                {
+                    "job_name": service,
+                    "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+                }
+                for service, port in self.service_ports.items()
+            ],
+        }
+        self.config.write_text(yaml.safe_dump(scrape, sort_keys=False))
+
+    async def unready_reason(self) -> str | None:
+        return await http_unready_reason(f"{self.endpoint}/-/ready")
+
+
+class Service(Component):
+    """One of jobflow's own services, run from the project's virtualenv."""
+
+    def __init__(
+        self, stack: StackSettings, name: str, port: int, environment: dict[str, str]
+    ) -> None:
+        super().__init__(stack)
+        self.name = name
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.environment = environment
+
+    def program(self) -> Program:
+        python = REPO / ".venv" / "bin" / "python"
+        return Program(
+            name=self.name,
+            command=[str(python), "-m", "jobflow", self.name],
+            environment=self.environment,
+            directory=REPO,
+        )
+
+    async def unready_reason(self) -> str | None:
+        return await http_unready_reason(f"{self.endpoint}/readyz")
+
+
+def load_topics() -> list[dict[str, Any]]:
+    topics: list[dict[str, Any]] = yaml.safe_load((CONTRACTS / "topics.yaml").read_text())["topics"]
+    return topics
+
+
+def service_environment(stack: StackSettings, postgres: PostgresSettings) -> dict[str, str]:
+    """What every local service is told: the local Kafka, and PostgreSQL as status backend."""
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        # ksqlDB cannot run here: the local informer reads statuses from PostgreSQL.
+        "INFORMER_BACKEND": os.environ.get("INFORMER_BACKEND", "postgres"),
+        "POSTGRES_HOST": postgres.host,
+        "POSTGRES_PORT": str(postgres.port),
+        "POSTGRES_USER": postgres.user,
+        "POSTGRES_PASSWORD": postgres.password.get_secret_value(),
+        "POSTGRES_DATABASE": postgres.database,
+        **{
+            key: value
+            for key, value in os.environ.items()
+            if key.split("_", 1)[0] in ("RECEIVER", "PROCESSOR", "CONVERTER", "INFORMER", "KAFKA")
+            and key != "KAFKA_BOOTSTRAP_SERVERS"
+        },
+    }
+
+
+def _clickhouse_server() -> str:
+    found = shutil.which("clickhouse-server") or shutil.which("clickhouse")
+    if found is None:
+        raise RuntimeError("clickhouse-server not found")
+    return found
+
+
+def _xml_escape(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _version_key(path: str) -> int:
+    version = Path(path).parent.parent.name
+    return int(version) if version.isdigit() else 0

@@ -1,0 +1,127 @@
+"""Installs what the local stack runs: Debian packages, and Kafka's jars from Maven Central.
+
+Every step checks first and does nothing when its result is already there, so `make up` can be
+run again at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from local.config import REPO, StackSettings
+from local.output import step
+
+DEBIAN_PACKAGES = {
+    # package: a file it installs, to tell whether it is there
+    "postgresql": "/usr/lib/postgresql",
+    "clickhouse-server": "/usr/bin/clickhouse-server",
+    "prometheus": "/usr/bin/prometheus",
+}
+POM = REPO / "local" / "java" / "pom.xml"
+DEBEZIUM_JDBC = "io.debezium:debezium-connector-jdbc:3.6.0.Final:tar.gz:plugin"
+
+
+def _as_root(command: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return command
+    if shutil.which("sudo") is None:
+        raise RuntimeError(f"needs root to run: {' '.join(command)} (and sudo is not installed)")
+    return ["sudo", *command]
+
+
+def debian_packages(settings: StackSettings) -> None:
+    missing = [name for name, marker in DEBIAN_PACKAGES.items() if not Path(marker).exists()]
+    if not missing:
+        step("debian packages", f"present: {', '.join(DEBIAN_PACKAGES)}")
+        return
+    step("debian packages", f"installing {', '.join(missing)} (apt-get)")
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # The packages' own services must not start: the stack runs private instances on the same
+    # ports. policy-rc.d is Debian's documented switch for that, removed right after.
+    policy = Path("/usr/sbin/policy-rc.d")
+    created_policy = False
+    if not policy.exists() and os.geteuid() == 0:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        created_policy = True
+    log = settings.path("logs", "apt.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log.open("a") as output:
+            for command in (
+                ["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            ):
+                result = subprocess.run(  # noqa: S603
+                    _as_root(command), env=environment, stdout=output, stderr=subprocess.STDOUT
+                )
+                if result.returncode != 0:
+                    raise RuntimeError(f"{' '.join(command)} failed; see {log}")
+    finally:
+        if created_policy:
+            policy.unlink()
+
+
+def java_runtime() -> None:
+    if shutil.which("java") is None:
+        raise RuntimeError(
+            "java not found: install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
+        )
+    if shutil.which("mvn") is None:
+        step("maven", "installing (apt-get)")
+        subprocess.run(  # noqa: S603
+            _as_root(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "maven"]),
+            check=True,
+        )
+
+
+def _maven(*arguments: str) -> None:
+    command = ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(POM), *arguments]
+    subprocess.run(command, check=True)  # noqa: S603
+
+
+def kafka_jars(settings: StackSettings) -> Path:
+    """Kafka and Kafka Connect jars in one classpath folder, resolved again when the pom changes."""
+    lib = settings.path("java", "lib")
+    marker = lib / ".pom.sha256"
+    wanted = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if marker.exists() and marker.read_text() == wanted:
+        step("kafka jars", f"present in {lib}")
+        return lib
+    step("kafka jars", "resolving Kafka 4.3.1 and Kafka Connect from Maven Central")
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=lib.parent, prefix="lib."))
+    _maven("dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime")
+    shutil.rmtree(lib, ignore_errors=True)
+    staging.rename(lib)
+    marker.write_text(wanted)
+    return lib
+
+
+def debezium_plugin(settings: StackSettings) -> Path:
+    """The Debezium JDBC sink, unpacked into Kafka Connect's plugin path."""
+    plugins = settings.path("java", "plugins")
+    plugin = plugins / "debezium-connector-jdbc"
+    marker = plugins / ".artifact"
+    if marker.exists() and marker.read_text() == DEBEZIUM_JDBC and plugin.is_dir():
+        step("debezium jdbc sink", f"present in {plugin}")
+        return plugins
+    step("debezium jdbc sink", f"fetching {DEBEZIUM_JDBC} from Maven Central")
+    shutil.rmtree(plugins, ignore_errors=True)
+    plugins.mkdir(parents=True)
+    _maven("dependency:unpack", f"-Dartifact={DEBEZIUM_JDBC}", f"-DoutputDirectory={plugins}")
+    marker.write_text(DEBEZIUM_JDBC)
+    return plugins
+
+
+def everything(settings: StackSettings) -> None:
+    settings.dir.mkdir(parents=True, exist_ok=True)
+    debian_packages(settings)
+    java_runtime()
+    kafka_jars(settings)
+    debezium_plugin(settings)

@@ -1,0 +1,140 @@
+"""`up`, `down`, `status`: the whole pipeline on one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import dataclass
+
+from jobflow.converter.service import ConverterSettings
+from jobflow.core.settings import PostgresSettings
+from jobflow.informer.service import InformerSettings
+from jobflow.processor.service import ProcessorSettings
+from jobflow.receiver.service import ReceiverSettings
+from local import install
+from local.components import (
+    ClickHouse,
+    Component,
+    Connect,
+    Kafka,
+    Postgres,
+    Prometheus,
+    Service,
+    service_environment,
+)
+from local.config import StackSettings
+from local.output import step
+from local.supervisor import Supervisor
+
+
+def service_ports() -> dict[str, int]:
+    return {
+        "receiver": ReceiverSettings().port,
+        "processor": ProcessorSettings().port,
+        "converter": ConverterSettings().port,
+        "informer": InformerSettings().port,
+    }
+
+
+def components(stack: StackSettings) -> list[Component]:
+    """Every component, in start order: each may depend on those before it."""
+    postgres = PostgresSettings()
+    kafka = Kafka(stack, stack.path("java", "lib"))
+    environment = service_environment(stack, postgres)
+    ports = service_ports()
+    return [
+        Postgres(stack, postgres),
+        kafka,
+        ClickHouse(stack),
+        Connect(stack, kafka, postgres, stack.path("java", "plugins")),
+        *(Service(stack, name, port, environment) for name, port in ports.items()),
+        Prometheus(stack, ports),
+    ]
+
+
+async def wait_ready(component: Component, timeout_s: float, supervisor: Supervisor) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (reason := await component.unready_reason()) is not None:
+        state, _ = supervisor.state(component.name)
+        if state in ("FATAL", "EXITED", "STOPPED"):
+            raise RuntimeError(
+                f"{component.name} is {state}; see {supervisor.log_file(component.name)}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{component.name} not ready after {timeout_s:.0f}s: {reason}")
+        await asyncio.sleep(0.5)
+
+
+async def up(stack: StackSettings) -> None:
+    install.everything(stack)
+    parts = components(stack)
+    supervisor = Supervisor(stack)
+    for component in parts:
+        component.prepare()
+    supervisor.start_daemon([component.program() for component in parts])
+    for component in parts:
+        started = time.monotonic()
+        supervisor.start(component.name)
+        await wait_ready(component, stack.ready_timeout_s, supervisor)
+        step(component.name, f"ready at {component.endpoint} ({time.monotonic() - started:.1f}s)")
+        await component.setup()
+    print_endpoints(parts)
+
+
+def print_endpoints(parts: list[Component]) -> None:
+    ports = service_ports()
+    print("\njobflow is up:")
+    for component in parts:
+        print(f"  {component.name:<11} {component.endpoint}")
+    print(
+        "\nTry it:\n"
+        f"  curl -X POST http://127.0.0.1:{ports['receiver']}/api/v1/create/job\n"
+        f"  curl http://127.0.0.1:{ports['informer']}/info/<id>\n"
+    )
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    state: str
+    pid: int
+    endpoint: str
+    problem: str | None
+
+
+async def status(stack: StackSettings) -> list[ComponentStatus]:
+    supervisor = Supervisor(stack)
+    daemon = supervisor.running()
+    report = []
+    for component in components(stack):
+        state, pid = supervisor.state(component.name) if daemon else ("NOT STARTED", 0)
+        problem = await component.unready_reason() if state == "RUNNING" else None
+        report.append(ComponentStatus(component.name, state, pid, component.endpoint, problem))
+    return report
+
+
+def down(stack: StackSettings) -> None:
+    supervisor = Supervisor(stack)
+    if not supervisor.running():
+        step("down", "nothing is running")
+        return
+    supervisor.shutdown()
+    step("down", f"stopped; data kept in {stack.dir} (make clean removes it)")
+
+
+def clean(stack: StackSettings) -> None:
+    down(stack)
+    # Binaries (jars, plugins) are kept: they are not data and take minutes to fetch again.
+    for folder in (
+        "postgres",
+        "kafka",
+        "clickhouse",
+        "prometheus",
+        "connect",
+        "logs",
+        "run",
+        "conf",
+    ):
+        shutil.rmtree(stack.path(folder), ignore_errors=True)
+    step("clean", f"removed data and logs under {stack.dir}")

@@ -1,0 +1,51 @@
+"""``python -m jobflow SERVICE``: run one service (receiver, processor, converter, informer)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastapi import FastAPI
+
+from jobflow.core.service import serve
+from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
+
+SERVICES = ("receiver", "processor", "converter", "informer")
+
+
+def build(service: str) -> tuple[FastAPI, ServiceSettings]:
+    """The service's app and settings, read from the environment."""
+    if service == "receiver":
+        from jobflow.receiver.service import ReceiverSettings
+        from jobflow.receiver.service import create as create_receiver
+
+        receiver = ReceiverSettings()
+        return create_receiver(receiver, KafkaSettings()), receiver
+    if service == "processor":
+        from jobflow.processor.service import ProcessorSettings
+        from jobflow.processor.service import create as create_processor
+
+        processor = ProcessorSettings()
+        return create_processor(processor, KafkaSettings()), processor
+    if service == "converter":
+        from jobflow.converter.service import ConverterSettings
+        from jobflow.converter.service import create as create_converter
+
+        converter = ConverterSettings()
+        return create_converter(converter, KafkaSettings()), converter
+    from jobflow.informer.service import InformerSettings
+    from jobflow.informer.service import create as create_informer
+
+    informer = InformerSettings()
+    return create_informer(informer, PostgresSettings()), informer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="jobflow", description=__doc__)
+    parser.add_argument("service", choices=SERVICES)
+    service = parser.parse_args(argv).service
+    app, settings = build(service)
+    serve(app, settings, service)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""converter: turns each JobDone into a Postgres row message and two ClickHouse CSV rows."""

@@ -1,0 +1,225 @@
+"""Kafka clients for asyncio services, on top of confluent-kafka (librdkafka).
+
+librdkafka calls back from ``poll()``; a daemon thread polls the producer and hands each
+delivery report to the event loop, so a coroutine can await the broker's acknowledgement of
+each record. The consumer's blocking calls run in the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from jobflow.core.metrics import KAFKA_DELIVERY_ERRORS, KAFKA_PRODUCE_SECONDS
+from jobflow.core.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge a record."""
+
+    def __init__(self, topic: str, error: KafkaError) -> None:
+        super().__init__(f"delivery to {topic} failed: {error.str()}")
+        self.topic = topic
+        self.retriable = error.retriable()
+
+
+class ProducerQueueFullError(Exception):
+    """librdkafka's local queue is full: the broker is slower than the intake."""
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """A record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=tuple)
+
+
+class AsyncProducer:
+    """An idempotent, acks=all producer whose ``produce`` resolves on the broker's ack."""
+
+    def __init__(self, settings: KafkaSettings, extra_config: dict[str, Any] | None = None) -> None:
+        config: dict[str, Any] = {
+            **settings.client_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "delivery.timeout.ms": settings.delivery_timeout_ms,
+            **(extra_config or {}),
+        }
+        self._producer = Producer(config)
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._poll_forever, name="kafka-producer-poll")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._poller.daemon = True
+        self._poller.start()
+
+    def _poll_forever(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.1)
+
+    def produce(self, record: OutRecord) -> asyncio.Future[Message]:
+        """Queue ``record``; the future resolves when the broker acknowledged it.
+
+        Raises ProducerQueueFullError at once when librdkafka's local queue is full.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("AsyncProducer.start() was not called")
+        acked: asyncio.Future[Message] = loop.create_future()
+        started = time.perf_counter()
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            loop.call_soon_threadsafe(_settle, acked, record.topic, started, error, message)
+
+        try:
+            self._producer.produce(
+                record.topic,
+                value=record.value,
+                key=record.key,
+                headers=list(record.headers),
+                on_delivery=on_delivery,
+            )
+        except BufferError as exc:
+            raise ProducerQueueFullError(str(exc)) from exc
+        return acked
+
+    def list_topics(self, timeout_s: float) -> set[str]:
+        """Topic names from the cluster's metadata; raises KafkaException when unreachable."""
+        return set(self._producer.list_topics(timeout=timeout_s).topics)
+
+    def close(self, timeout_s: float) -> int:
+        """Flush queued records, stop polling; returns how many records were left undelivered."""
+        remaining = int(self._producer.flush(timeout_s))
+        self._stopping.set()
+        if self._poller.is_alive():
+            self._poller.join(timeout=1.0)
+        return remaining
+
+
+def _settle(
+    acked: asyncio.Future[Message],
+    topic: str,
+    started: float,
+    error: KafkaError | None,
+    message: Message,
+) -> None:
+    if acked.done():
+        return
+    if error is not None:
+        KAFKA_DELIVERY_ERRORS.labels(topic).inc()
+        acked.set_exception(DeliveryError(topic, error))
+    else:
+        KAFKA_PRODUCE_SECONDS.labels(topic).observe(time.perf_counter() - started)
+        acked.set_result(message)
+
+
+class BatchConsumer:
+    """A consumer with manual offset commits, read_committed, used one batch at a time."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        topics: list[str],
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        config: dict[str, Any] = {
+            **settings.client_config(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            **(extra_config or {}),
+        }
+        self._consumer = Consumer(config)
+        self._topics = topics
+
+    def subscribe(self) -> None:
+        self._consumer.subscribe(self._topics)
+
+    async def consume(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Up to ``max_records`` records; partition errors are logged and left out."""
+        messages: list[Message] = await asyncio.to_thread(
+            self._consumer.consume, max_records, timeout_s
+        )
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error: %s", error.str())
+        return records
+
+    async def commit(self, messages: Sequence[Message]) -> None:
+        """Commit the offsets after ``messages``, synchronously with the broker."""
+        if not messages:
+            return
+        await asyncio.to_thread(
+            self._consumer.commit, offsets=next_offsets(messages), asynchronous=False
+        )
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._consumer.assignment())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a consumed record was read."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def position(message: Message) -> Position:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("message was not consumed from a partition")
+    return Position(topic, partition, offset)
+
+
+def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    """For each partition in ``messages``, the offset after its last record (what to commit)."""
+    highest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        where = position(message)
+        key = (where.topic, where.partition)
+        highest[key] = max(highest.get(key, -1), where.offset)
+    return [
+        TopicPartition(topic, partition, offset + 1)
+        for (topic, partition), offset in highest.items()
+    ]
+
+
+__all__ = [
+    "AsyncProducer",
+    "BatchConsumer",
+    "DeliveryError",
+    "KafkaException",
+    "OutRecord",
+    "Position",
+    "ProducerQueueFullError",
+    "next_offsets",
+    "position",
+]

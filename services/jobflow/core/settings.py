@@ -1,0 +1,87 @@
+"""Settings shared by every service, read from the environment.
+
+Each service adds its own settings class (``<SERVICE>_`` prefix) on top of ``ServiceSettings``;
+Kafka settings are common to all of them (``KAFKA_`` prefix). The README's configuration table
+is generated from these classes, so a field's description is its documentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from psycopg.conninfo import make_conninfo
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class KafkaSettings(BaseSettings):
+    """How every service reaches Kafka, and the names of the pipeline's topics."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated."
+    )
+    receiver_topic: str = Field(default="receiver-topic", description="Topic of new jobs.")
+    processor_topic: str = Field(default="processor-topic", description="Topic of finished jobs.")
+    postgres_topic: str = Field(
+        default="postgres-topic", description="Topic read by the Kafka Connect JDBC sink."
+    )
+    clickhouse_topic: str = Field(
+        default="clickhouse-topic", description="Topic read by ClickHouse's Kafka engine."
+    )
+    dlq_suffix: str = Field(
+        default=".dlq",
+        description="Appended to a topic's name to name its dead-letter topic.",
+    )
+    delivery_timeout_ms: int = Field(
+        default=5000,
+        ge=100,
+        description="How long a produced record may wait for the broker's acknowledgement.",
+    )
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings common to every client."""
+        return {"bootstrap.servers": self.bootstrap_servers}
+
+    def dlq_topic(self, source_topic: str) -> str:
+        return f"{source_topic}{self.dlq_suffix}"
+
+
+class ServiceSettings(BaseSettings):
+    """Where a service listens and how it logs; subclasses set the env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP server.")
+    log_level: LogLevel = Field(default="INFO", description="Log level.")
+    shutdown_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="How long shutdown may take to finish in-flight work before giving up.",
+    )
+
+
+class PostgresSettings(BaseSettings):
+    """How to reach the PostgreSQL database that holds table ``jobs``."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTGRES_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="PostgreSQL host.")
+    port: int = Field(default=5432, ge=1, le=65535, description="PostgreSQL port.")
+    user: str = Field(default="postgres", description="PostgreSQL user.")
+    password: SecretStr = Field(default=SecretStr("password"), description="PostgreSQL password.")
+    database: str = Field(default="postgres", description="Database holding table jobs.")
+    table: str = Field(default="jobs", description="Table the JDBC sink writes.")
+
+    def conninfo(self) -> str:
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password.get_secret_value(),
+            dbname=self.database,
+        )

@@ -1,0 +1,1 @@
+"""informer: answers GET /info/{id} with a job's status, from ksqlDB or PostgreSQL."""

@@ -1,0 +1,167 @@
+"""A client for ksqlDB's REST API (v1): pull queries through POST /query.
+
+The response of /query is one JSON array: a ``header`` element (query id and the column
+schema as a SQL fragment), then one ``row`` element per row, then ``finalMessage``; an error
+in mid-stream arrives as an ``errorMessage`` element, and a rejected statement as an HTTP
+error whose body is a JSON object with ``@type``, ``error_code`` and ``message``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+KSQL_MEDIA_TYPE = "application/vnd.ksql.v1+json"
+KSQL_CONTENT_TYPE = f"{KSQL_MEDIA_TYPE}; charset=utf-8"
+
+
+class KsqlDbError(Exception):
+    """ksqlDB refused or failed a request, or answered outside its protocol."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Rows as dicts keyed by lower-case column name."""
+        names = [name.lower() for name in self.columns]
+        return [dict(zip(names, row, strict=True)) for row in self.rows]
+
+
+def quote_literal(value: str) -> str:
+    """A ksqlDB SQL string literal: single quotes, embedded quotes doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def column_names(schema: str) -> tuple[str, ...]:
+    """Column names of a header schema such as "`ID` STRING KEY, `S` STRUCT<`A` INT, `B` INT>".
+
+    Commas inside a type (STRUCT, MAP, DECIMAL) do not separate columns.
+    """
+    names: list[str] = []
+    depth = 0
+    in_quotes = False
+    current = ""
+    expecting_name = True
+    for char in schema:
+        if char == "`":
+            in_quotes = not in_quotes
+            if expecting_name and not in_quotes:
+                names.append(current)
+                current = ""
+                expecting_name = False
+            continue
+        if in_quotes:
+            if expecting_name:
+                current += char
+            continue
+        if char in "<(":
+            depth += 1
+        elif char in ">)":
+            depth -= 1
+        elif char == "," and depth == 0:
+            expecting_name = True
+    if in_quotes or depth != 0:
+        raise KsqlDbError(f"malformed schema in query header: {schema!r}")
+    return tuple(names)
+
+
+def parse_query_response(body: bytes) -> QueryResult:
+    """Parse the JSON array of a /query response; raise KsqlDbError for errors in it."""
+    try:
+        elements = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Older servers end a failed stream with an error element and never close the array;
+        # any other unclosed array is a stream that was cut short.
+        raise KsqlDbError(_unclosed_stream_error(body)) from None
+    if isinstance(elements, dict):
+        raise KsqlDbError(error_text(elements))
+    if not isinstance(elements, list) or not elements:
+        raise KsqlDbError("response is not a non-empty JSON array")
+    columns: tuple[str, ...] | None = None
+    rows: list[tuple[Any, ...]] = []
+    for element in elements:
+        if not isinstance(element, dict):
+            raise KsqlDbError(f"unexpected element in response: {element!r}")
+        if "header" in element:
+            columns = column_names(element["header"]["schema"])
+        elif "row" in element:
+            if columns is None:
+                raise KsqlDbError("row before header in response")
+            values = tuple(element["row"]["columns"])
+            if len(values) != len(columns):
+                raise KsqlDbError(f"row has {len(values)} values for {len(columns)} columns")
+            rows.append(values)
+        elif "errorMessage" in element:
+            raise KsqlDbError(error_text(element["errorMessage"]))
+    if columns is None:
+        raise KsqlDbError("response has no header")
+    return QueryResult(columns, tuple(rows))
+
+
+def _unclosed_stream_error(body: bytes) -> str:
+    """Why an unparseable /query body failed: its error element if it has one."""
+    for line in body.splitlines():
+        text = line.strip().removeprefix(b"[").removesuffix(b",").removesuffix(b"]")
+        try:
+            element = orjson.loads(text) if text else None
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(element, dict) and "errorMessage" in element:
+            return error_text(element["errorMessage"])
+    return "response is not a complete JSON array; the stream was cut short"
+
+
+def error_text(error: Any) -> str:
+    """The human part of a ksqlDB error object (or whatever the server sent instead)."""
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("errorMessage") or orjson.dumps(error).decode()
+        code = error.get("error_code")
+        return f"ksqlDB error {code}: {message}" if code else f"ksqlDB error: {message}"
+    return f"ksqlDB error: {error!r}"
+
+
+class KsqlDbClient:
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout_s,
+            headers={"Accept": KSQL_MEDIA_TYPE, "Content-Type": KSQL_CONTENT_TYPE},
+        )
+
+    async def query(self, sql: str) -> QueryResult:
+        """Run a pull query; raise KsqlDbError on any refusal or failure."""
+        payload = orjson.dumps({"ksql": sql, "streamsProperties": {}})
+        try:
+            response = await self._http.post("/query", content=payload)
+        except httpx.HTTPError as exc:
+            raise KsqlDbError(f"ksqlDB unreachable: {exc!r}") from exc
+        if response.status_code != httpx.codes.OK:
+            raise KsqlDbError(f"HTTP {response.status_code}: {_error_body(response.content)}")
+        return parse_query_response(response.content)
+
+    async def healthy(self) -> str | None:
+        """None when ksqlDB reports itself healthy, else why not."""
+        try:
+            response = await self._http.get("/healthcheck")
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"ksqlDB unreachable: {exc!r}"
+        if response.status_code != httpx.codes.OK or not body.get("isHealthy", False):
+            return f"ksqlDB unhealthy: {response.text[:200]}"
+        return None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def _error_body(content: bytes) -> str:
+    try:
+        return error_text(orjson.loads(content))
+    except orjson.JSONDecodeError:
+        return content[:200].decode(errors="replace")

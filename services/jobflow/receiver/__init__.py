@@ -1,0 +1,1 @@
+"""receiver: accepts jobs over HTTP and writes them to receiver-topic."""

@@ -1,0 +1,51 @@
+"""The receiver's domain: what a new job looks like, from an optional request."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from jobflow.core.models import Job
+from jobflow.core.timestamps import now_ns
+
+MAX_SLEEP_MS = 60_000
+MAX_DATA_SIZE = 65_536
+
+
+class CreateJobRequest(BaseModel):
+    """Optional body of POST /api/v1/create/job; an absent field takes its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sleep: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_SLEEP_MS, description="Work time of the job, in ms."
+    )
+    data_size: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_DATA_SIZE, description="Length of the job's payload."
+    )
+
+
+def random_sleep_ms(center_ms: int, jitter_ms: int) -> int:
+    """A work time around ``center_ms``, as the seed's jobs have (~100 ms)."""
+    low = max(0, center_ms - jitter_ms)
+    return random.randint(low, center_ms + jitter_ms)  # noqa: S311 - not for security
+
+
+def random_hex(length: int) -> str:
+    """``length`` random hexadecimal characters: the job's payload."""
+    return os.urandom((length + 1) // 2).hex()[:length]
+
+
+def new_job(
+    request: CreateJobRequest, default_sleep_ms: int, sleep_jitter_ms: int, default_data_size: int
+) -> Job:
+    sleep = (
+        request.sleep
+        if request.sleep is not None
+        else random_sleep_ms(default_sleep_ms, sleep_jitter_ms)
+    )
+    size = request.data_size if request.data_size is not None else default_data_size
+    return Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=sleep, data=random_hex(size))

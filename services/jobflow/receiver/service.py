@@ -1,0 +1,105 @@
+"""POST /api/v1/create/job: a job is answered only once the broker has it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Body, FastAPI, HTTPException, Response
+from prometheus_client import Counter
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from jobflow.core.kafka import AsyncProducer, DeliveryError, OutRecord, ProducerQueueFullError
+from jobflow.core.models import CreatedJob
+from jobflow.core.service import create_app, kafka_readiness
+from jobflow.core.settings import KafkaSettings, ServiceSettings
+from jobflow.receiver.jobs import MAX_DATA_SIZE, MAX_SLEEP_MS, CreateJobRequest, new_job
+
+JOBS_ACCEPTED = Counter("jobflow_jobs_accepted_total", "Jobs written to Kafka and answered 200.")
+JOBS_REJECTED = Counter(
+    "jobflow_jobs_rejected_total", "Valid jobs the receiver could not write.", ["reason"]
+)
+
+
+class ReceiverSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore")
+
+    port: int = Field(default=8001, ge=1, le=65535, description="Port of the HTTP API.")
+    default_sleep_ms: int = Field(
+        default=100, ge=0, le=MAX_SLEEP_MS, description="Work time of a job created without one."
+    )
+    sleep_jitter_ms: int = Field(
+        default=10, ge=0, description="Default work times spread uniformly by this much either way."
+    )
+    default_data_size: int = Field(
+        default=1024,
+        ge=0,
+        le=MAX_DATA_SIZE,
+        description="Payload length of a job created without one.",
+    )
+    queue_max_records: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records the producer may hold unacknowledged; past it requests get 503.",
+    )
+    retry_after_s: int = Field(
+        default=1, ge=1, description="Retry-After sent with a 503 when the queue is full."
+    )
+
+
+def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
+    producer = AsyncProducer(kafka, {"queue.buffering.max.messages": settings.queue_max_records})
+    # The broker's ack is awaited at most as long as librdkafka itself keeps trying, plus slack
+    # for the delivery report to arrive.
+    ack_timeout_s = kafka.delivery_timeout_ms / 1000 + 1.0
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        producer.start()
+        yield
+        producer.close(timeout_s=settings.shutdown_timeout_s)
+
+    app = create_app(
+        service="receiver",
+        lifespan=lifespan,
+        readiness=kafka_readiness(producer, {kafka.receiver_topic}),
+    )
+
+    @app.post(
+        "/api/v1/create/job",
+        response_model=CreatedJob,
+        responses={503: {"description": "Kafka did not take the job; nothing was saved."}},
+        summary="Create a job and write it to receiver-topic.",
+    )
+    async def create_job(
+        request: Annotated[CreateJobRequest | None, Body()] = None,
+    ) -> Response:
+        job = new_job(
+            request or CreateJobRequest(),
+            settings.default_sleep_ms,
+            settings.sleep_jitter_ms,
+            settings.default_data_size,
+        )
+        record = OutRecord(kafka.receiver_topic, key=job.id.encode(), value=job.to_json())
+        try:
+            await asyncio.wait_for(producer.produce(record), ack_timeout_s)
+        except ProducerQueueFullError:
+            JOBS_REJECTED.labels("queue_full").inc()
+            raise HTTPException(
+                503,
+                "receiver is overloaded: too many jobs waiting for Kafka",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            ) from None
+        except (DeliveryError, TimeoutError) as exc:
+            JOBS_REJECTED.labels("kafka_unavailable").inc()
+            raise HTTPException(503, f"Kafka did not acknowledge the job: {exc}") from None
+        JOBS_ACCEPTED.inc()
+        created = CreatedJob(
+            id=job.id, create_date=job.create_date, sleep=job.sleep, data_size=len(job.data)
+        )
+        return Response(created.to_json(), media_type="application/json")
+
+    return app

@@ -1,0 +1,32 @@
+"""Statement files: split into statements, with ``${name}`` placeholders filled in."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from string import Template
+
+import sqlparse
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of ``text``, comments removed, without their terminating semicolon."""
+    statements = []
+    for statement in sqlparse.split(text):
+        stripped = sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip()
+        if stripped:
+            statements.append(stripped)
+    return statements
+
+
+def render(text: str, values: Mapping[str, str]) -> str:
+    """Fill ``${name}`` placeholders; a placeholder without a value is an error."""
+    try:
+        return Template(text).substitute(values)
+    except KeyError as exc:
+        raise ValueError(f"no value for placeholder ${{{exc.args[0]}}}") from None
+
+
+def digest(statements: list[str]) -> str:
+    """A short, stable fingerprint of a list of statements."""
+    return hashlib.sha256("\n;\n".join(statements).encode()).hexdigest()[:16]

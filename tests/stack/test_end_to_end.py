@@ -1,0 +1,130 @@
+"""One job from POST /api/v1/create/job to PostgreSQL, ClickHouse and the informer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+
+import httpx
+import psycopg
+import pytest
+
+from jobflow.core.timestamps import NANOS_PER_SECOND, format_rfc3339_nano, parse_rfc3339_nano
+
+JOBS = 200
+
+
+async def _wait_for(check: object, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"not done after {timeout_s:.0f}s")
+        await asyncio.sleep(1)
+
+
+async def test_two_hundred_jobs_land_everywhere_exactly_as_often_as_they_should(
+    receiver: httpx.AsyncClient,
+    informer: httpx.AsyncClient,
+    postgres: psycopg.Connection[tuple[object, ...]],
+    clickhouse: httpx.AsyncClient,
+) -> None:
+    responses = await asyncio.gather(
+        *(
+            receiver.post("/api/v1/create/job", json={"sleep": 100, "data_size": 64})
+            for _ in range(JOBS)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * JOBS
+    created = {r.json()["id"]: r.json()["create_date"] for r in responses}
+    assert len(created) == JOBS
+    ids = sorted(created)
+
+    def postgres_rows() -> list[tuple[object, ...]]:
+        return postgres.execute(
+            "SELECT id, status, create_date, finish_date FROM jobs WHERE id = ANY(%s)", (ids,)
+        ).fetchall()
+
+    async def all_in_postgres() -> bool:
+        return len(postgres_rows()) == JOBS
+
+    await _wait_for(all_in_postgres)
+    rows = postgres_rows()
+    assert Counter(row[0] for row in rows) == Counter({job_id: 1 for job_id in ids})
+    for job_id, status, create_date, finish_date in rows:
+        assert status == "finish"
+        assert create_date == parse_rfc3339_nano(created[str(job_id)]) // NANOS_PER_SECOND
+        assert isinstance(finish_date, int)
+        assert finish_date >= create_date
+
+    id_list = ",".join(f"'{job_id}'" for job_id in ids)
+    query = (
+        "SELECT id, status, toUnixTimestamp(timestamp) FROM jobs "  # noqa: S608 - ids are UUIDs
+        f"WHERE id IN ({id_list}) FORMAT TSV"
+    )
+
+    async def clickhouse_rows() -> list[list[str]]:
+        response = await clickhouse.post("/", content=query.encode())
+        response.raise_for_status()
+        return [line.split("\t") for line in response.text.splitlines()]
+
+    async def all_in_clickhouse() -> bool:
+        return len(await clickhouse_rows()) >= 2 * JOBS
+
+    await _wait_for(all_in_clickhouse)
+    events = await clickhouse_rows()
+    assert Counter((row[0], row[1]) for row in events) == Counter(
+        {(job_id, status): 1 for job_id in ids for status in ("create", "finish")}
+    )
+    finish_seconds = {str(row[0]): row[3] for row in rows}
+    for job_id, status, seconds in events:
+        expected = (
+            parse_rfc3339_nano(created[job_id]) // NANOS_PER_SECOND
+            if status == "create"
+            else finish_seconds[job_id]
+        )
+        assert int(seconds) == expected
+
+    answers = await asyncio.gather(*(informer.get(f"/info/{job_id}") for job_id in ids))
+    for job_id, answer in zip(ids, answers, strict=True):
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body == {
+            "id": job_id,
+            "status": "finish",
+            # The PostgreSQL backend knows whole seconds only (the table's contract).
+            "create_date": format_rfc3339_nano(
+                parse_rfc3339_nano(created[job_id]) // NANOS_PER_SECOND * NANOS_PER_SECOND
+            ),
+            "finish_date": format_rfc3339_nano(int(finish_seconds[job_id]) * NANOS_PER_SECOND),  # type: ignore[call-overload]
+        }
+
+
+async def test_an_unknown_id_answers_unknown(informer: httpx.AsyncClient) -> None:
+    job_id = str(uuid.uuid4())
+    response = await informer.get(f"/info/{job_id}")
+    assert response.status_code == 200
+    assert response.content == f'{{"id":"{job_id}","status":"unknown"}}'.encode()
+
+
+async def test_the_specs_zero_id_answers_unknown(informer: httpx.AsyncClient) -> None:
+    response = await informer.get("/info/00000000-0000-0000-0000-000000000000")
+    assert response.json() == {"id": "00000000-0000-0000-0000-000000000000", "status": "unknown"}
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "not-a-uuid",
+        "b31b7446-20f7-4add-adea-157bac7fe73b'; DROP TABLE jobs; --",
+        "%27%20OR%201=1",
+        "x" * 500,
+    ],
+)
+async def test_an_invalid_id_gets_422_before_any_query(
+    informer: httpx.AsyncClient, job_id: str
+) -> None:
+    response = await informer.get(f"/info/{job_id}")
+    assert response.status_code == 422
+    assert "should match pattern" in response.text

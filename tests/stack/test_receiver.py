@@ -1,0 +1,116 @@
+"""receiver on the local stack: the answer, the record in receiver-topic, bad input, no broker."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import orjson
+import pytest
+from local.config import REPO
+
+from jobflow.core.models import Job
+from jobflow.core.settings import KafkaSettings
+from tests.stack.topics import end_offsets, read_until, value_of, with_key
+
+RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
+
+
+async def test_post_without_body_answers_the_specs_shape(receiver: httpx.AsyncClient) -> None:
+    response = await receiver.post("/api/v1/create/job")
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == ["id", "create_date", "sleep", "data_size"]
+    assert str(uuid.UUID(body["id"])) == body["id"]
+    assert RFC3339_NANO.match(body["create_date"])
+    assert 90 <= body["sleep"] <= 110
+    assert body["data_size"] == 1024
+
+
+async def test_the_job_is_in_receiver_topic_keyed_by_id(
+    receiver: httpx.AsyncClient, kafka: KafkaSettings
+) -> None:
+    created = (await receiver.post("/api/v1/create/job", json={"sleep": 7, "data_size": 33})).json()
+    (message,) = read_until(
+        kafka, kafka.receiver_topic, lambda found: len(found) == 1, with_key(created["id"])
+    )
+    job = Job.from_json(value_of(message))
+    assert list(orjson.loads(value_of(message))) == ["id", "create_date", "sleep", "data"]
+    assert orjson.loads(job.to_json())["create_date"] == created["create_date"]
+    assert (job.id, job.sleep) == (created["id"], 7)
+    assert re.fullmatch(r"[0-9a-f]{33}", job.data)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b'{"sleep": -1}', "application/json", "greater than or equal to 0"),
+        (b'{"sleep": 60001}', "application/json", "less than or equal to 60000"),
+        (b'{"sleep": "100"}', "application/json", "valid integer"),
+        (b'{"sleep": 1.5}', "application/json", "valid integer"),
+        (b'{"data_size": 65537}', "application/json", "less than or equal to 65536"),
+        (b'{"sleep": 1, "colour": "red"}', "application/json", "Extra inputs are not permitted"),
+        (b'{"sleep": ', "application/json", "JSON decode error"),
+        (b"[1, 2]", "application/json", "valid dictionary"),
+    ],
+)
+async def test_bad_bodies_get_422_and_produce_nothing(
+    receiver: httpx.AsyncClient, kafka: KafkaSettings, body: bytes, content_type: str, message: str
+) -> None:
+    before = end_offsets(kafka, kafka.receiver_topic)
+    response = await receiver.post(
+        "/api/v1/create/job", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 422
+    assert message in response.text
+    assert end_offsets(kafka, kafka.receiver_topic) == before
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_broker_unreachable_gives_503_within_the_delivery_timeout() -> None:
+    port = _free_port()
+    environment = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",  # nothing listens there
+        "KAFKA_DELIVERY_TIMEOUT_MS": "1500",
+        "RECEIVER_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobflow", "receiver"],
+        env=environment,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        started = time.monotonic()
+        response = httpx.post(f"{url}/api/v1/create/job", timeout=30)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503
+        assert "Kafka did not acknowledge the job" in response.json()["detail"]
+        # Bounded by the delivery timeout (1.5 s) plus the receiver's slack (1 s): generous
+        # margin, the point is that it does not hang.
+        assert elapsed < 10
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

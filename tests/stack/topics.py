@@ -1,0 +1,72 @@
+"""Reading and writing the pipeline's topics directly, to check what services produce."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from jobflow.core.settings import KafkaSettings
+
+
+def produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all"})
+    for key, value in records:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(10) == 0
+
+
+def end_offsets(kafka: KafkaSettings, topic: str) -> int:
+    """The sum of the topic's high watermarks: grows by one with every record written."""
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "tests-offsets"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+def read_until(
+    kafka: KafkaSettings,
+    topic: str,
+    done: Callable[[list[Message]], bool],
+    keep: Callable[[Message], bool],
+    timeout_s: float = 60.0,
+) -> list[Message]:
+    """Read ``topic`` from the start, keeping matching records, until ``done`` or timeout."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"tests-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([topic])
+    kept: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done(kept) and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.5):
+                if message.error() is None and keep(message):
+                    kept.append(message)
+    finally:
+        consumer.close()
+    return kept
+
+
+def value_of(message: Message) -> bytes:
+    value = message.value()
+    assert isinstance(value, bytes)
+    return value
+
+
+def with_key(*keys: str) -> Callable[[Message], bool]:
+    wanted = {key.encode() for key in keys}
+    return lambda message: message.key() in wanted
