@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help up down status logs clean test test-unit test-stack lint format typecheck
+.PHONY: help up down status logs clean test test-unit test-stack lint format typecheck docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -64,3 +64,6 @@ test-stack: $(VENV)/.synced ## integration and end-to-end tests on the local sta
 
 test: lint typecheck $(VENV)/.synced ## everything: lint, types, unit, integration, end to end
 	@$(RUN) pytest
+
+docs: $(VENV)/.synced ## regenerate the README's configuration table from the settings classes
+	@$(PYTHON) -m local.config_table --write

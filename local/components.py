@@ -57,6 +57,8 @@ async def http_unready_reason(url: str, expect: int = 200) -> str | None:
 class Component(ABC):
     name: str
     endpoint: str = ""
+    ports: dict[int, str]
+    """The loopback ports the component listens on, each with the variable that sets it."""
 
     def __init__(self, stack: StackSettings) -> None:
         self.stack = stack
@@ -84,6 +86,7 @@ class Postgres(Component):
         self.endpoint = (
             f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/{postgres.database}"
         )
+        self.ports = {postgres.port: "POSTGRES_PORT"}
         self.data = stack.path("postgres", "data")
         self.sockets = stack.path("postgres", "run")
 
@@ -173,6 +176,10 @@ class Kafka(Component):
     def __init__(self, stack: StackSettings, lib: Path) -> None:
         super().__init__(stack)
         self.endpoint = stack.kafka_bootstrap
+        self.ports = {
+            stack.kafka_port: "LOCAL_KAFKA_PORT",
+            stack.kafka_controller_port: "LOCAL_KAFKA_CONTROLLER_PORT",
+        }
         self.lib = lib
         self.data = stack.path("kafka", "data")
         self.config = stack.path("kafka", "server.properties")
@@ -282,6 +289,7 @@ class Connect(Component):
     ) -> None:
         super().__init__(stack)
         self.endpoint = stack.connect_url
+        self.ports = {stack.connect_port: "LOCAL_CONNECT_PORT"}
         self.kafka = kafka
         self.postgres = postgres
         self.plugins = plugins
@@ -334,11 +342,16 @@ class Connect(Component):
         }
 
     async def setup(self) -> None:
+        wanted = self.connector_config()
         async with httpx.AsyncClient(base_url=self.endpoint, timeout=30) as client:
-            response = await client.put(
-                f"/connectors/{self.connector}/config", json=self.connector_config()
-            )
-            response.raise_for_status()
+            current = await client.get(f"/connectors/{self.connector}/config")
+            # Connect echoes the connector's name back into its config.
+            if current.status_code != httpx.codes.OK or current.json() != {
+                **wanted,
+                "name": self.connector,
+            }:
+                response = await client.put(f"/connectors/{self.connector}/config", json=wanted)
+                response.raise_for_status()
             await self._wait_running(client)
         step(self.name, f"connector {self.connector} running (charts/jobflow/files/connect/)")
 
@@ -370,6 +383,10 @@ class ClickHouse(Component):
     def __init__(self, stack: StackSettings) -> None:
         super().__init__(stack)
         self.endpoint = stack.clickhouse_url
+        self.ports = {
+            stack.clickhouse_http_port: "LOCAL_CLICKHOUSE_HTTP_PORT",
+            stack.clickhouse_tcp_port: "LOCAL_CLICKHOUSE_TCP_PORT",
+        }
         self.data = stack.path("clickhouse", "data")
         self.config = stack.path("clickhouse", "conf", "config.xml")
 
@@ -428,6 +445,7 @@ class Prometheus(Component):
     def __init__(self, stack: StackSettings, service_ports: dict[str, int]) -> None:
         super().__init__(stack)
         self.endpoint = stack.prometheus_url
+        self.ports = {stack.prometheus_port: "LOCAL_PROMETHEUS_PORT"}
         self.service_ports = service_ports
         self.config = stack.path("prometheus", "prometheus.yml")
 
@@ -471,6 +489,7 @@ class Service(Component):
         self.name = name
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
+        self.ports = {port: f"{name.upper()}_PORT"}
         self.environment = environment
 
     def program(self) -> Program:

@@ -36,9 +36,6 @@ class StackSettings(BaseSettings):
         default=SecretStr(""), description="ClickHouse password (empty: local only)."
     )
     prometheus_port: int = Field(default=9090, description="Prometheus port.")
-    supervisor_port: int = Field(
-        default=9001, description="Port of the process supervisor's control socket (loopback)."
-    )
     ready_timeout_s: float = Field(
         default=180.0, description="How long `up` waits for each component to become ready."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 
@@ -66,6 +67,29 @@ async def wait_ready(component: Component, timeout_s: float, supervisor: Supervi
         await asyncio.sleep(0.5)
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def start(component: Component, supervisor: Supervisor) -> None:
+    """Start the component's program, unless another process holds one of its ports."""
+    if supervisor.state(component.name)[0] == "RUNNING":
+        return
+    for port, variable in component.ports.items():
+        if port_taken(port):
+            raise RuntimeError(
+                f"{component.name}: port {port} is taken by a process this stack did not start; "
+                f"stop it, or choose another port with {variable}=..."
+            )
+    supervisor.start(component.name)
+
+
 async def up(stack: StackSettings) -> None:
     install.everything(stack)
     parts = components(stack)
@@ -75,7 +99,7 @@ async def up(stack: StackSettings) -> None:
     supervisor.start_daemon([component.program() for component in parts])
     for component in parts:
         started = time.monotonic()
-        supervisor.start(component.name)
+        start(component, supervisor)
         await wait_ready(component, stack.ready_timeout_s, supervisor)
         step(component.name, f"ready at {component.endpoint} ({time.monotonic() - started:.1f}s)")
         await component.setup()

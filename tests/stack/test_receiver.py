@@ -72,17 +72,17 @@ async def test_bad_bodies_get_422_and_produce_nothing(
     assert end_offsets(kafka, kafka.receiver_topic) == before
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
 def test_broker_unreachable_gives_503_within_the_delivery_timeout() -> None:
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",  # nothing listens there
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there
         "KAFKA_DELIVERY_TIMEOUT_MS": "1500",
         "RECEIVER_PORT": str(port),
     }

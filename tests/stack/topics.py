@@ -70,3 +70,24 @@ def value_of(message: Message) -> bytes:
 def with_key(*keys: str) -> Callable[[Message], bool]:
     wanted = {key.encode() for key in keys}
     return lambda message: message.key() in wanted
+
+
+def create_topics(kafka: KafkaSettings, *names: str, partitions: int = 1) -> None:
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions) for name in names])
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def committed_offsets(kafka: KafkaSettings, group: str, topic: str) -> int:
+    """The sum of ``group``'s committed offsets on ``topic`` (0 for a partition never committed)."""
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        consumer.close()

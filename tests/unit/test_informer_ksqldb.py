@@ -49,7 +49,7 @@ async def test_lookup_sends_the_specs_query_request(ksqldb: KsqlDbProtocolServer
     assert request.headers["content-type"] == "application/vnd.ksql.v1+json; charset=utf-8"
     assert request.headers["accept"] == "application/vnd.ksql.v1+json"
     assert orjson.loads(request.body) == {
-        "ksql": f"SELECT * FROM jobs_stream WHERE id = '{JOB_ID}';",  # noqa: S608
+        "ksql": f"SELECT * FROM jobs_stream WHERE id = '{JOB_ID}';",
         "streamsProperties": {},
     }
     await backend.close()

@@ -1,0 +1,99 @@
+"""The local stack's own logic: config rendering, the 18.16 DDL adaptation, the contracts."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from local.clickhouse_compat import adapt_for_clickhouse_18
+from local.config import CONTRACTS, StackSettings
+from local.supervisor import Program, render_config
+
+from jobflow.core.settings import KafkaSettings
+from jobflow.schema.statements import render, split_statements
+
+
+def test_supervisor_config_quotes_commands_and_environment(tmp_path: Path) -> None:
+    program = Program(
+        name="receiver",
+        command=["/opt/py thon", "-m", "jobflow", "receiver", "100%"],
+        environment={"A": 'say "hi"', "B": "50%"},
+        user="postgres",
+    )
+    config = render_config(StackSettings(dir=tmp_path), [program])
+    section = config.split("[program:receiver]")[1]
+    command = next(line for line in section.splitlines() if line.startswith("command="))
+    assert shlex.split(command.removeprefix("command=").replace("%%", "%")) == program.command
+    assert 'environment=A="say \\"hi\\"",B="50%%"' in section
+    assert "user=postgres" in section
+    assert f"stdout_logfile={tmp_path}/logs/receiver.log" in section
+    assert "autostart=false" in section
+
+
+def canonical_clickhouse() -> list[str]:
+    text = (CONTRACTS / "clickhouse" / "schema.sql").read_text()
+    return split_statements(render(text, {"kafka_broker_list": "127.0.0.1:9092"}))
+
+
+def test_clickhouse_18_adaptation_reports_every_change() -> None:
+    notes: list[str] = []
+    adapted = adapt_for_clickhouse_18(canonical_clickhouse(), notes.append)
+    kafka_table, target, view = adapted
+    assert "kafka_skip_broken_messages" not in kafka_table
+    assert "kafka_row_delimiter = '\\n'" in kafka_table
+    assert "kafka_broker_list = '127.0.0.1:9092'" in kafka_table
+    assert "kafka_num_consumers = 1" in kafka_table
+    assert target == canonical_clickhouse()[1]
+    assert "parseDateTimeBestEffortOrZero(timestamp)" in view
+    assert len(notes) == 3
+    assert all(note.startswith("18.16 adaptation: ") for note in notes)
+
+
+def test_clickhouse_18_adaptation_leaves_a_compatible_statement_alone() -> None:
+    notes: list[str] = []
+    statement = "CREATE TABLE t (a String) ENGINE = Memory"
+    assert adapt_for_clickhouse_18([statement], notes.append) == [statement]
+    assert notes == []
+
+
+def test_statements_are_split_without_comments_and_placeholders_are_required() -> None:
+    text = "-- a comment\nSELECT ';' ;\n\nSELECT 2; -- trailing\n"
+    assert split_statements(text) == ["SELECT ';'", "SELECT 2"]
+    with pytest.raises(ValueError, match=r"no value for placeholder \$\{missing\}"):
+        render("x = '${missing}'", {})
+
+
+def test_topics_file_defines_every_topic_the_services_use_with_its_dead_letter_topic() -> None:
+    topics = {
+        t["name"]: t for t in yaml.safe_load((CONTRACTS / "topics.yaml").read_text())["topics"]
+    }
+    kafka = KafkaSettings()
+    used = [
+        kafka.receiver_topic,
+        kafka.processor_topic,
+        kafka.postgres_topic,
+        kafka.clickhouse_topic,
+    ]
+    assert set(used) <= set(topics)
+    for consumed in (kafka.receiver_topic, kafka.processor_topic, kafka.postgres_topic):
+        assert kafka.dlq_topic(consumed) in topics
+    assert all(t["partitions"] >= 1 and t["replicas"] >= 1 for t in topics.values())
+
+
+def test_the_connector_reads_the_postgres_topic_committed_and_upserts_by_id() -> None:
+    config = orjson.loads((CONTRACTS / "connect" / "postgres-connector.json").read_bytes())
+    assert config["topics"] == KafkaSettings().postgres_topic
+    assert config["consumer.override.isolation.level"] == "read_committed"
+    assert (config["insert.mode"], config["primary.key.fields"]) == ("upsert", "id")
+    assert config["errors.deadletterqueue.topic.name"] == "postgres-topic.dlq"
+    assert not any(key.startswith("connection.") and "pool" not in key for key in config)
+
+
+def test_readme_configuration_table_matches_the_settings_classes() -> None:
+    from local.config_table import README, readme_with_table
+
+    readme = README.read_text()
+    assert readme == readme_with_table(readme), "README is stale: run `make docs`"
