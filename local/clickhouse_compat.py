@@ -7,8 +7,9 @@ never silent:
 - Kafka engine settings 18.16 does not know (``kafka_skip_broken_messages``) are dropped; the
   local server's profile sets ``input_format_allow_errors_num`` instead (see users.xml).
 - ``kafka_row_delimiter = '\\n'`` is added: 18.16 joins messages without a delimiter.
-- ``parseDateTimeBestEffortOrNull`` becomes ``parseDateTimeBestEffortOrZero``: 18.16 cannot
-  insert the Nullable result into the view's DateTime column.
+- The view's subquery, which leaves out rows whose timestamp does not parse, is flattened to
+  ``parseDateTimeBestEffortOrZero``: 18.16 cannot push Kafka rows through a subquery ("There is
+  no query"), so such rows get timestamp 0 there instead of being left out.
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ KAFKA_SETTINGS_18_16 = frozenset(
     }
 )
 _KAFKA_ENGINE = re.compile(r"(ENGINE\s*=\s*Kafka\s+SETTINGS\s+)(.*)$", re.IGNORECASE | re.DOTALL)
+_FILTERING_SUBQUERY = re.compile(
+    r"assumeNotNull\((?P<parsed>\w+)\) AS (?P<alias>\w+)\s+"
+    r"FROM \(\s*SELECT (?P<columns>.*?),\s*"
+    r"parseDateTimeBestEffortOrNull\((?P<source>\w+)\) AS (?P=parsed)\s+"
+    r"FROM (?P<table>\w+)\s*\)\s*"
+    r"WHERE isNotNull\((?P=parsed)\)",
+    re.DOTALL,
+)
 _SETTING = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|[^,]+?)\s*(?:,|$)", re.DOTALL)
-_OR_NULL = re.compile(r"\bparseDateTimeBestEffortOrNull(\s*\()")
 
 
 def _adapt_kafka_settings(statement: str, report: Callable[[str], None]) -> str:
@@ -42,7 +50,10 @@ def _adapt_kafka_settings(statement: str, report: Callable[[str], None]) -> str:
         if name in KAFKA_SETTINGS_18_16:
             kept.append((name, value))
         else:
-            report(f"18.16 adaptation: dropped Kafka setting {name} = {value} (unknown to 18.16)")
+            report(
+                f"18.16 adaptation: dropped Kafka setting {name} = {value} (unknown to 18.16; "
+                "the local profile's input_format_allow_errors_num skips broken rows instead)"
+            )
     if not any(name == "kafka_row_delimiter" for name, _ in kept):
         kept.append(("kafka_row_delimiter", r"'\n'"))
         report(r"18.16 adaptation: added kafka_row_delimiter = '\n' (18.16 joins messages)")
@@ -50,18 +61,21 @@ def _adapt_kafka_settings(statement: str, report: Callable[[str], None]) -> str:
     return statement[: match.start(2)] + settings
 
 
-def _adapt_functions(statement: str, report: Callable[[str], None]) -> str:
-    adapted, count = _OR_NULL.subn(r"parseDateTimeBestEffortOrZero\1", statement)
+def _flatten_timestamp_filter(statement: str, report: Callable[[str], None]) -> str:
+    adapted, count = _FILTERING_SUBQUERY.subn(
+        r"parseDateTimeBestEffortOrZero(\g<source>) AS \g<alias>\nFROM \g<table>", statement
+    )
     if count:
         report(
-            "18.16 adaptation: parseDateTimeBestEffortOrNull -> parseDateTimeBestEffortOrZero "
-            "(18.16 cannot insert Nullable(DateTime) into DateTime)"
+            "18.16 adaptation: jobs_mv reads jobs_kafka directly; rows with an unparseable "
+            "timestamp get timestamp 0 instead of being left out (18.16 cannot push Kafka rows "
+            "through a subquery)"
         )
     return adapted
 
 
 def adapt_for_clickhouse_18(statements: list[str], report: Callable[[str], None]) -> list[str]:
     return [
-        _adapt_functions(_adapt_kafka_settings(statement, report), report)
+        _flatten_timestamp_filter(_adapt_kafka_settings(statement, report), report)
         for statement in statements
     ]

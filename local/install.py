@@ -16,12 +16,7 @@ from pathlib import Path
 from local.config import REPO, StackSettings
 from local.output import step
 
-DEBIAN_PACKAGES = {
-    # package: a file it installs, to tell whether it is there
-    "postgresql": "/usr/lib/postgresql",
-    "clickhouse-server": "/usr/bin/clickhouse-server",
-    "prometheus": "/usr/bin/prometheus",
-}
+DEBIAN_PACKAGES = ("postgresql", "clickhouse-server", "prometheus")
 POM = REPO / "local" / "java" / "pom.xml"
 DEBEZIUM_JDBC = "io.debezium:debezium-connector-jdbc:3.6.0.Final:tar.gz:plugin"
 
@@ -34,8 +29,17 @@ def _as_root(command: list[str]) -> list[str]:
     return ["sudo", *command]
 
 
+def _installed(package: str) -> bool:
+    status = subprocess.run(  # noqa: S603
+        ["dpkg-query", "--show", "--showformat=${Status}", package],  # noqa: S607
+        capture_output=True,
+        text=True,
+    )
+    return status.stdout.strip() == "install ok installed"
+
+
 def debian_packages(settings: StackSettings) -> None:
-    missing = [name for name, marker in DEBIAN_PACKAGES.items() if not Path(marker).exists()]
+    missing = [name for name in DEBIAN_PACKAGES if not _installed(name)]
     if not missing:
         step("debian packages", f"present: {', '.join(DEBIAN_PACKAGES)}")
         return

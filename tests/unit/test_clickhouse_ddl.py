@@ -92,8 +92,32 @@ def test_the_views_select_turns_the_csv_rows_into_the_specs_rows(
         "CREATE TABLE csv_rows (id String, status String, timestamp String) ENGINE = Memory",
     )
     query(clickhouse, f"INSERT INTO csv_rows FORMAT CSV {csv}")
-    select = canonical()["jobs_mv"].split("AS\n", 1)[1].replace("FROM jobs_kafka", "FROM csv_rows")
+    select = canonical()["jobs_mv"].split("AS\n", 1)[1].replace("jobs_kafka", "csv_rows")
     assert query(clickhouse, f"SELECT * FROM ({select}) ORDER BY status").splitlines() == [
+        f"{JOB_ID}\tcreate\t2024-01-27 12:34:50",
+        f"{JOB_ID}\tfinish\t2024-01-27 12:34:50",
+    ]
+
+
+def test_a_row_with_an_unparseable_timestamp_is_left_out_and_does_not_block_the_others(
+    clickhouse: object,
+) -> None:
+    # Regression: with a bare parseDateTimeBestEffortOrNull the NULL failed the whole insert.
+    query(clickhouse, "CREATE DATABASE flow")
+    query(
+        clickhouse,
+        "CREATE TABLE flow.feed (id String, status String, timestamp String) ENGINE = Null",
+    )
+    query(clickhouse, canonical()["jobs"].replace("EXISTS jobs", "EXISTS flow.jobs"))
+    view = canonical()["jobs_mv"].replace("EXISTS jobs_mv", "EXISTS flow.jobs_mv")
+    query(clickhouse, view.replace("TO jobs", "TO flow.jobs").replace("jobs_kafka", "flow.feed"))
+    rows = [
+        f"{JOB_ID},create,2024-01-27T12:34:50.594423357Z",
+        f"{JOB_ID},finish,yesterday",
+        f"{JOB_ID},finish,2024-01-27T12:34:50.704464721Z",
+    ]
+    query(clickhouse, "INSERT INTO flow.feed FORMAT CSV " + "\n".join(rows))
+    assert query(clickhouse, "SELECT * FROM flow.jobs ORDER BY status").splitlines() == [
         f"{JOB_ID}\tcreate\t2024-01-27 12:34:50",
         f"{JOB_ID}\tfinish\t2024-01-27 12:34:50",
     ]

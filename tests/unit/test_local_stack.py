@@ -47,7 +47,10 @@ def test_clickhouse_18_adaptation_reports_every_change() -> None:
     assert "kafka_broker_list = '127.0.0.1:9092'" in kafka_table
     assert "kafka_num_consumers = 1" in kafka_table
     assert target == canonical_clickhouse()[1]
-    assert "parseDateTimeBestEffortOrZero(timestamp)" in view
+    assert view.endswith(
+        "SELECT\n  id,\n  status,\n  parseDateTimeBestEffortOrZero(timestamp) AS timestamp\n"
+        "FROM jobs_kafka"
+    )
     assert len(notes) == 3
     assert all(note.startswith("18.16 adaptation: ") for note in notes)
 

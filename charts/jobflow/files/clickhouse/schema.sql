@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 ) ENGINE = MergeTree()
 ORDER BY timestamp;
 
+-- A row whose timestamp does not parse is left out: its NULL cannot go into the DateTime column,
+-- and the failed insert would stall the whole Kafka consumer, good rows included.
 CREATE MATERIALIZED VIEW IF NOT EXISTS jobs_mv
 TO jobs
 (
@@ -30,5 +32,9 @@ AS
 SELECT
   id,
   status,
-  parseDateTimeBestEffortOrNull(timestamp) AS timestamp
-FROM jobs_kafka;
+  assumeNotNull(parsed) AS timestamp
+FROM (
+  SELECT id, status, parseDateTimeBestEffortOrNull(timestamp) AS parsed
+  FROM jobs_kafka
+)
+WHERE isNotNull(parsed);
