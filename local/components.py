@@ -29,10 +29,10 @@ from confluent_kafka.cimpl import NewTopic
 
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.schema.clickhouse import ClickHouseHttp
-from jobflow.schema.statements import render, split_statements
+from jobflow.schema.statements import digest, render, split_statements
 from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
-from local.output import step
+from local.output import step, warn
 from local.supervisor import Program
 
 SERVICES = ("receiver", "processor", "converter", "informer")
@@ -125,13 +125,22 @@ class Postgres(Component):
         )
 
     def prepare(self) -> None:
-        if (self.data / "PG_VERSION").exists():
-            return
-        step(self.name, f"initialising a cluster in {self.data}")
         for folder in (self.data.parent, self.data, self.sockets):
             folder.mkdir(parents=True, exist_ok=True)
             self._chown(folder)
+        user = self.os_user()
+        reachable = ["runuser", "-u", user, "--", "test", "-w", str(self.data)] if user else None
+        if reachable and subprocess.run(reachable, check=False).returncode != 0:  # noqa: S603
+            raise RuntimeError(
+                f"PostgreSQL runs as user {user}, who cannot reach {self.data} (a parent folder "
+                "is private to root?): move the checkout, or set LOCAL_DIR to a folder that "
+                "user can reach"
+            )
+        if (self.data / "PG_VERSION").exists():
+            return
+        step(self.name, f"initialising a cluster in {self.data}")
         password_file = self.data.parent / "initdb.pw"
+        password_file.touch(mode=0o600)
         password_file.write_text(self.settings.password.get_secret_value())
         self._chown(password_file)
         command = [
@@ -145,7 +154,6 @@ class Postgres(Component):
             "--encoding=UTF8",
             "--locale=C",
         ]
-        user = self.os_user()
         if user:
             command = ["runuser", "-u", user, "--", *command]
         try:
@@ -167,6 +175,12 @@ class Postgres(Component):
         schema = (CONTRACTS / "postgres" / "schema.sql").read_text()
         async with await psycopg.AsyncConnection.connect(self.settings.conninfo()) as connection:
             await connection.execute(schema.encode())
+        warn_if_changed(
+            self.name,
+            "postgres/schema.sql",
+            split_statements(schema),
+            self.data.parent / "applied-schema.sha256",
+        )
         step(self.name, "table jobs in place (charts/jobflow/files/postgres/schema.sql)")
 
 
@@ -436,6 +450,12 @@ class ClickHouse(Component):
                 await client.execute(statement)
         finally:
             await client.close()
+        warn_if_changed(
+            self.name,
+            "clickhouse/schema.sql",
+            statements,
+            self.data.parent / "applied-schema.sha256",
+        )
         step(self.name, f"tables jobs_kafka, jobs, jobs_mv in place (ClickHouse {version})")
 
 
@@ -503,6 +523,22 @@ class Service(Component):
 
     async def unready_reason(self) -> str | None:
         return await http_unready_reason(f"{self.endpoint}/readyz")
+
+
+def warn_if_changed(component: str, contract: str, statements: list[str], marker: Path) -> None:
+    """Say so when a DDL contract changed since the stack created its tables.
+
+    The statements are IF NOT EXISTS: applied again, they leave existing tables as they were.
+    """
+    applied = digest(statements)
+    if not marker.exists():
+        marker.write_text(applied)
+    elif marker.read_text() != applied:
+        warn(
+            component,
+            f"{contract} changed since its tables were created here; they keep the old "
+            "definitions until `make clean` (which deletes the local data)",
+        )
 
 
 def load_topics() -> list[dict[str, Any]]:

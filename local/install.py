@@ -38,50 +38,54 @@ def _installed(package: str) -> bool:
     return status.stdout.strip() == "install ok installed"
 
 
+def _needed_packages() -> list[str]:
+    needed = [name for name in DEBIAN_PACKAGES if not _installed(name)]
+    # Java and Maven may come from elsewhere than apt; any on the PATH will do.
+    if shutil.which("java") is None:
+        needed.append("openjdk-17-jre-headless")
+    if shutil.which("mvn") is None:
+        needed.append("maven")
+    return needed
+
+
+def _run_as_root_logged(command: list[str], log: Path, environment: dict[str, str]) -> None:
+    with log.open("a") as output:
+        result = subprocess.run(  # noqa: S603
+            _as_root(command), env=environment, stdout=output, stderr=subprocess.STDOUT
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed; see {log}")
+
+
 def debian_packages(settings: StackSettings) -> None:
-    missing = [name for name in DEBIAN_PACKAGES if not _installed(name)]
-    if not missing:
-        step("debian packages", f"present: {', '.join(DEBIAN_PACKAGES)}")
+    needed = _needed_packages()
+    if not needed:
+        step("debian packages", f"present: {', '.join(DEBIAN_PACKAGES)}, java, maven")
         return
-    step("debian packages", f"installing {', '.join(missing)} (apt-get)")
+    step("debian packages", f"installing {', '.join(needed)} (apt-get)")
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # The packages' own services must not start: the stack runs private instances on the same
-    # ports. policy-rc.d is Debian's documented switch for that, removed right after.
-    policy = Path("/usr/sbin/policy-rc.d")
-    created_policy = False
-    if not policy.exists() and os.geteuid() == 0:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        created_policy = True
     log = settings.path("logs", "apt.log")
     log.parent.mkdir(parents=True, exist_ok=True)
+    # The packages' own services must not start: the stack runs private instances on the same
+    # ports. policy-rc.d is Debian's documented switch for that, removed right after.
+    policy = "/usr/sbin/policy-rc.d"
+    created_policy = not Path(policy).exists()
+    if created_policy:
+        _run_as_root_logged(
+            ["sh", "-c", f"printf '#!/bin/sh\\nexit 101\\n' > {policy} && chmod 755 {policy}"],
+            log,
+            environment,
+        )
     try:
-        with log.open("a") as output:
-            for command in (
-                ["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-            ):
-                result = subprocess.run(  # noqa: S603
-                    _as_root(command), env=environment, stdout=output, stderr=subprocess.STDOUT
-                )
-                if result.returncode != 0:
-                    raise RuntimeError(f"{' '.join(command)} failed; see {log}")
+        _run_as_root_logged(["apt-get", "update", "-qq"], log, environment)
+        _run_as_root_logged(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *needed],
+            log,
+            environment,
+        )
     finally:
         if created_policy:
-            policy.unlink()
-
-
-def java_runtime() -> None:
-    if shutil.which("java") is None:
-        raise RuntimeError(
-            "java not found: install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
-        )
-    if shutil.which("mvn") is None:
-        step("maven", "installing (apt-get)")
-        subprocess.run(  # noqa: S603
-            _as_root(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "maven"]),
-            check=True,
-        )
+            _run_as_root_logged(["rm", "-f", policy], log, environment)
 
 
 def _maven(*arguments: str) -> None:
@@ -126,6 +130,5 @@ def debezium_plugin(settings: StackSettings) -> Path:
 def everything(settings: StackSettings) -> None:
     settings.dir.mkdir(parents=True, exist_ok=True)
     debian_packages(settings)
-    java_runtime()
     kafka_jars(settings)
     debezium_plugin(settings)

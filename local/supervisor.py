@@ -99,15 +99,20 @@ class Supervisor:
         self._socket = settings.path("run", "supervisor.sock")
         self._config = settings.path("supervisord.conf")
 
-    def _rpc(self) -> Any:
+    def _call(self, method: str, *arguments: Any) -> Any:
+        """Call supervisord's XML-RPC ``method`` over its Unix socket."""
         transport = SupervisorTransport(None, None, f"unix://{self._socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+        try:
+            proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+            return getattr(proxy.supervisor, method)(*arguments)
+        finally:
+            transport.close()
 
     def running(self) -> bool:
         if not self._socket.exists():
             return False
         try:
-            return cast(str, self._rpc().getState()["statename"]) == "RUNNING"
+            return cast(str, self._call("getState")["statename"]) == "RUNNING"
         except (OSError, xmlrpc.client.Error):
             return False
 
@@ -115,19 +120,17 @@ class Supervisor:
         """Write the config; start supervisord, or make a running one reread it."""
         for folder in ("run", "logs"):
             self._settings.path(folder).mkdir(parents=True, exist_ok=True)
+        # The config holds the local credentials handed to the programs: readable by us only.
+        self._config.touch(mode=0o600)
+        self._config.chmod(0o600)
         self._config.write_text(render_config(self._settings, programs))
         if self.running():
-            rpc = self._rpc()
-            added, changed, removed = rpc.reloadConfig()[0]
-            for name in removed:
-                rpc.stopProcessGroup(name)
-                rpc.removeProcessGroup(name)
-            for name in changed:
-                rpc.stopProcessGroup(name)
-                rpc.removeProcessGroup(name)
-                rpc.addProcessGroup(name)
-            for name in added:
-                rpc.addProcessGroup(name)
+            added, changed, removed = self._call("reloadConfig")[0]
+            for name in [*removed, *changed]:
+                self._call("stopProcessGroup", name)
+                self._call("removeProcessGroup", name)
+            for name in [*changed, *added]:
+                self._call("addProcessGroup", name)
             return
         subprocess.run(  # noqa: S603 - our own interpreter and config
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self._config)], check=True
@@ -141,7 +144,7 @@ class Supervisor:
     def state(self, name: str) -> tuple[str, int]:
         """The program's state name (RUNNING, STOPPED, FATAL, ...) and pid (0 if none)."""
         try:
-            info = self._rpc().getProcessInfo(name)
+            info = self._call("getProcessInfo", name)
         except xmlrpc.client.Fault:
             return "UNKNOWN", 0
         return cast(str, info["statename"]), cast(int, info["pid"])
@@ -150,18 +153,22 @@ class Supervisor:
         return self._settings.path("logs", f"{name}.log")
 
     def start(self, name: str) -> None:
-        if self.state(name)[0] not in ("RUNNING", "STARTING"):
-            self._rpc().startProcess(name, True)
-
-    def stop(self, name: str) -> None:
+        """Start the program unless it is already up or on its way (readiness is waited for
+        separately); a program that cannot even be spawned points at its log."""
         if self.state(name)[0] in ("RUNNING", "STARTING", "BACKOFF"):
-            self._rpc().stopProcess(name, True)
+            return
+        try:
+            self._call("startProcess", name, False)
+        except xmlrpc.client.Fault as fault:
+            raise RuntimeError(
+                f"{name} could not be started ({fault.faultString}); see {self.log_file(name)}"
+            ) from None
 
     def shutdown(self) -> None:
         """Stop every program, then supervisord itself; wait until it has gone."""
         pid_file = self._settings.path("run", "supervisord.pid")
-        self._rpc().stopAllProcesses(True)
-        self._rpc().shutdown()
+        self._call("stopAllProcesses", True)
+        self._call("shutdown")
         deadline = time.monotonic() + 60
         while self.running() or pid_file.exists():
             if time.monotonic() > deadline:

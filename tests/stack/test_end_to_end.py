@@ -128,3 +128,19 @@ async def test_an_invalid_id_gets_422_before_any_query(
     response = await informer.get(f"/info/{job_id}")
     assert response.status_code == 422
     assert "should match pattern" in response.text
+
+
+def test_the_informer_answers_503_when_its_backend_is_away() -> None:
+    from tests.stack.processes import free_port, service_process
+
+    environment = {"INFORMER_BACKEND": "postgres", "POSTGRES_PORT": str(free_port())}
+    with service_process("informer", environment) as informer:
+        readiness = informer.get("/readyz")
+        answer = informer.get(f"/info/{uuid.uuid4()}")
+    assert readiness is not None
+    assert readiness.status_code == 503
+    assert answer is not None
+    assert answer.status_code == 503
+    assert answer.json()["detail"].startswith(
+        "status backend unavailable: PostgreSQL lookup failed"
+    )

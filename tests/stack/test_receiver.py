@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 import uuid
 
 import httpx
 import orjson
 import pytest
-from local.config import REPO
 
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
+from tests.stack.processes import free_port, service_process
 from tests.stack.topics import end_offsets, read_until, value_of, with_key
 
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
@@ -72,45 +68,20 @@ async def test_bad_bodies_get_422_and_produce_nothing(
     assert end_offsets(kafka, kafka.receiver_topic) == before
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_broker_unreachable_gives_503_within_the_delivery_timeout() -> None:
-    port = free_port()
     environment = {
-        **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there
         "KAFKA_DELIVERY_TIMEOUT_MS": "1500",
-        "RECEIVER_PORT": str(port),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobflow", "receiver"],
-        env=environment,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        assert httpx.get(f"{url}/readyz").status_code == 503
+    with service_process("receiver", environment) as receiver:
+        readiness = receiver.get("/readyz")
+        assert readiness is not None
+        assert readiness.status_code == 503
         started = time.monotonic()
-        response = httpx.post(f"{url}/api/v1/create/job", timeout=30)
+        response = httpx.post(f"{receiver.url}/api/v1/create/job", timeout=30)
         elapsed = time.monotonic() - started
-        assert response.status_code == 503
-        assert "Kafka did not acknowledge the job" in response.json()["detail"]
-        # Bounded by the delivery timeout (1.5 s) plus the receiver's slack (1 s): generous
-        # margin, the point is that it does not hang.
-        assert elapsed < 10
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    assert response.status_code == 503
+    assert "Kafka did not acknowledge the job" in response.json()["detail"]
+    # Bounded by the delivery timeout (1.5 s) plus the receiver's slack (1 s): the margin is
+    # generous, the point is that it does not hang.
+    assert elapsed < 10

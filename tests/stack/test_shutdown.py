@@ -1,72 +1,113 @@
-"""SIGTERM: a stage service finishes its batch, commits, and exits cleanly.
+"""A stage's batch is committed only after its outputs are acknowledged, and on SIGTERM.
 
-The processor under test runs on topics of its own, so that the shared stack's data is untouched.
+The processors under test run on topics of their own, so that the stack's data is untouched.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 
-import httpx
-from local.config import REPO
+import pytest
 
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
-from tests.stack.test_receiver import free_port
+from tests.stack.processes import service_process
 from tests.stack.topics import committed_offsets, create_topics, produce, read_until
 
 
-def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits(kafka: KafkaSettings) -> None:
+@pytest.fixture
+def isolated(kafka: KafkaSettings) -> dict[str, str]:
+    """Topics and a consumer group of its own for one processor."""
     suffix = uuid.uuid4().hex[:8]
-    source, target, group = f"test-in-{suffix}", f"test-out-{suffix}", f"test-processor-{suffix}"
+    source, target = f"test-in-{suffix}", f"test-out-{suffix}"
     create_topics(kafka, source, f"{source}.dlq", target)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobflow", "processor"],
-        env={
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "KAFKA_RECEIVER_TOPIC": source,
-            "KAFKA_PROCESSOR_TOPIC": target,
-            "PROCESSOR_GROUP_ID": group,
-            "PROCESSOR_PORT": str(port),
-        },
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_RECEIVER_TOPIC": source,
+        "KAFKA_PROCESSOR_TOPIC": target,
+        "KAFKA_DELIVERY_TIMEOUT_MS": "2000",
+        "PROCESSOR_GROUP_ID": f"test-processor-{suffix}",
+    }
+
+
+def jobs(count: int, sleep_ms: int) -> list[Job]:
+    return [
+        Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=sleep_ms, data="")
+        for _ in range(count)
+    ]
+
+
+def in_flight(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('jobflow_records_in_flight{stage="processor"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    source, target, group = (
+        isolated["KAFKA_RECEIVER_TOPIC"],
+        isolated["KAFKA_PROCESSOR_TOPIC"],
+        isolated["PROCESSOR_GROUP_ID"],
     )
-    try:
-        jobs = [
-            Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=3000, data="") for _ in range(20)
-        ]
-        produce(kafka, source, [(job.id.encode(), job.to_json()) for job in jobs])
-        metrics = f"http://127.0.0.1:{port}/metrics"
+    work = jobs(20, sleep_ms=3000)
+    produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
+    with service_process("processor", isolated) as processor:
         deadline = time.monotonic() + 60
-        while 'jobflow_records_in_flight{stage="processor"} 20.0' not in _get(metrics):
-            assert time.monotonic() < deadline, "the batch never started"
-            time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
+        while in_flight(processor.text("/metrics")) == 0:
+            assert time.monotonic() < deadline, "no batch started"
+            time.sleep(0.1)
+        processor.process.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal once shut down, so the status is "terminated by SIGTERM";
         # what shows the shutdown was graceful is its log line and the committed batch below.
-        assert process.wait(timeout=30) == -signal.SIGTERM
-        output = process.stdout.read().decode() if process.stdout else ""
-        assert "Application shutdown complete." in output
-    finally:
-        if process.poll() is None:
-            process.kill()
-    done = read_until(kafka, target, lambda found: len(found) >= len(jobs), lambda _: True, 30)
-    assert sorted(m.key() or b"" for m in done) == sorted(job.id.encode() for job in jobs)
-    assert committed_offsets(kafka, group, source) == len(jobs)
+        assert processor.process.wait(timeout=30) == -signal.SIGTERM
+        output = processor.process.stdout.read().decode() if processor.process.stdout else ""
+    assert "Application shutdown complete." in output
+    committed = committed_offsets(kafka, group, source)
+    assert committed > 0, "the batch in flight at SIGTERM was not committed"
+    done = read_until(kafka, target, lambda found: len(found) >= committed, lambda _: True, 30)
+    # Exactly the committed jobs are done: none committed without its output, none lost.
+    assert sorted(m.key() or b"" for m in done) == sorted(j.id.encode() for j in work[:committed])
 
 
-def _get(url: str) -> str:
-    try:
-        return httpx.get(url).text
-    except httpx.HTTPError:
-        return ""
+def test_offsets_are_committed_only_once_the_outputs_are_acknowledged(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    source, group = isolated["KAFKA_RECEIVER_TOPIC"], isolated["PROCESSOR_GROUP_ID"]
+    # An output topic that does not exist yet: every delivery fails until it does.
+    target = f"{isolated['KAFKA_PROCESSOR_TOPIC']}-later"
+    work = jobs(5, sleep_ms=1)
+    produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
+    with service_process("processor", {**isolated, "KAFKA_PROCESSOR_TOPIC": target}) as processor:
+        time.sleep(8)  # several failed deliveries (2 s timeout each) and retries
+        assert processor.process.poll() is None, "the processor gave up instead of retrying"
+        assert committed_offsets(kafka, group, source) == 0
+        create_topics(kafka, target)
+        deadline = time.monotonic() + 60
+        while committed_offsets(kafka, group, source) < len(work):
+            assert time.monotonic() < deadline, "the batch never went through"
+            time.sleep(0.5)
+    done = read_until(kafka, target, lambda found: len(found) >= len(work), lambda _: True, 30)
+    assert {m.key() for m in done} == {job.id.encode() for job in work}
+
+
+def test_an_error_no_retry_fixes_stops_the_process_without_committing(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    source, group = isolated["KAFKA_RECEIVER_TOPIC"], isolated["PROCESSOR_GROUP_ID"]
+    target = f"{isolated['KAFKA_PROCESSOR_TOPIC']}-tiny"
+    create_topics(kafka, target, config={"max.message.bytes": "64"})  # JobDone is ~150 bytes
+    work = jobs(3, sleep_ms=1)
+    produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
+    with service_process("processor", {**isolated, "KAFKA_PROCESSOR_TOPIC": target}) as processor:
+        # It stops itself, so that its supervisor starts a fresh one; nothing is committed.
+        processor.process.wait(timeout=60)
+        output = processor.process.stdout.read().decode() if processor.process.stdout else ""
+    assert '"stage stopped"' in output
+    assert "MSG_SIZE_TOO_LARGE" in output or "too large" in output
+    assert committed_offsets(kafka, group, source) == 0

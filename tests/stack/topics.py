@@ -72,12 +72,16 @@ def with_key(*keys: str) -> Callable[[Message], bool]:
     return lambda message: message.key() in wanted
 
 
-def create_topics(kafka: KafkaSettings, *names: str, partitions: int = 1) -> None:
+def create_topics(
+    kafka: KafkaSettings, *names: str, partitions: int = 1, config: dict[str, str] | None = None
+) -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions) for name in names])
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, config=config or {}) for name in names]
+    )
     for future in futures.values():
         future.result(timeout=30)
 

@@ -161,3 +161,25 @@ def test_epoch_seconds_round_down_like_the_postgres_example() -> None:
 def test_malformed_job_done_is_rejected(raw: bytes) -> None:
     with pytest.raises(ValidationError):
         JobDone.from_json(raw)
+
+
+@pytest.mark.parametrize(
+    "create_date",
+    [
+        1706358890594423357,  # a number: the wire's dates are strings
+        True,
+        "0001-01-01T00:00:00+01:00",  # before the epoch
+        "9999-12-31T23:59:59-01:00",  # past year 9999
+        "2024-01-27T12:34:50+99:99",
+        "2024-01-27T12:34:50+\u0660\u0663:00",  # Arabic-Indic digits
+    ],
+)
+def test_dates_outside_the_contract_are_rejected_on_the_wire(create_date: object) -> None:
+    with pytest.raises(ValidationError, match="create_date"):
+        JobDone.from_json(orjson.dumps({**SPEC_JOB_DONE, "create_date": create_date}))
+
+
+def test_a_job_longer_than_a_minute_is_rejected_on_the_wire() -> None:
+    job = {"id": JOB_ID, "create_date": CREATE_DATE, "sleep": 60_001, "data": ""}
+    with pytest.raises(ValidationError, match="sleep"):
+        Job.from_json(orjson.dumps(job))

@@ -191,3 +191,38 @@ def test_malformed_schema_is_rejected() -> None:
 )
 def test_string_literals_double_their_quotes(value: str, literal: str) -> None:
     assert quote_literal(value) == literal
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (f'["{JOB_ID}",null,"2024-01-27T12:34:50Z","2024-01-27T12:34:50Z"]', "out of shape"),
+        (f'["{JOB_ID}","finish",1706358890,"2024-01-27T12:34:50Z"]', "out of shape"),
+    ],
+)
+async def test_rows_out_of_shape_are_backend_errors(
+    ksqldb: KsqlDbProtocolServer, row: str, reason: str
+) -> None:
+    ksqldb.answer("/query", 200, *pull_query_answer(TABLE_SCHEMA, [row], final=False))
+    with pytest.raises(BackendError, match=reason):
+        await backend_for(ksqldb).lookup(JOB_ID)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"header":{"queryId":"q"}}]',
+        b'[{"header":{"queryId":"q","schema":"`ID` STRING KEY"}},{"row":{}}]',
+        b'[{"header":{"queryId":"q","schema":"`ID` STRING KEY"}},{"row":{"columns":5}}]',
+    ],
+)
+def test_elements_out_of_protocol_are_ksqldb_errors(body: bytes) -> None:
+    with pytest.raises(KsqlDbError, match="out of protocol"):
+        parse_query_response(body)
+
+
+async def test_a_healthcheck_that_is_not_an_object_means_unhealthy(
+    ksqldb: KsqlDbProtocolServer,
+) -> None:
+    ksqldb.answer("/healthcheck", 200, b"[true]", content_type="application/json")
+    assert "unhealthy" in (await KsqlDbClient(ksqldb.url, timeout_s=2.0).healthy() or "")

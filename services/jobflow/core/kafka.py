@@ -2,7 +2,8 @@
 
 librdkafka calls back from ``poll()``; a daemon thread polls the producer and hands each
 delivery report to the event loop, so a coroutine can await the broker's acknowledgement of
-each record. The consumer's blocking calls run in the default executor.
+each record. The consumer is not safe to use from two threads at once, so every call to it
+runs on one thread of its own, in order.
 """
 
 from __future__ import annotations
@@ -11,18 +12,43 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from jobflow.core.metrics import KAFKA_DELIVERY_ERRORS, KAFKA_PRODUCE_SECONDS
 from jobflow.core.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines go through Python logging (and so out as JSON), not to stderr.
+librdkafka_log = logging.getLogger("librdkafka")
 
 Headers = Sequence[tuple[str, bytes]]
+T = TypeVar("T")
+
+
+# Delivery errors that no retry will fix; anything else (timeouts, a broker away, a leader
+# moving, too few in-sync replicas) may pass.
+_PERMANENT_DELIVERY_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,
+    }
+)
 
 
 class DeliveryError(Exception):
@@ -31,7 +57,11 @@ class DeliveryError(Exception):
     def __init__(self, topic: str, error: KafkaError) -> None:
         super().__init__(f"delivery to {topic} failed: {error.str()}")
         self.topic = topic
-        self.retriable = error.retriable()
+        self.permanent = error.fatal() or error.code() in _PERMANENT_DELIVERY_ERRORS
+
+
+class ProducerFailedError(Exception):
+    """The producer cannot go on: an error no retry will fix, or its polling thread died."""
 
 
 class ProducerQueueFullError(Exception):
@@ -54,6 +84,7 @@ class AsyncProducer:
     def __init__(self, settings: KafkaSettings, extra_config: dict[str, Any] | None = None) -> None:
         config: dict[str, Any] = {
             **settings.client_config(),
+            "logger": librdkafka_log,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,
@@ -71,8 +102,16 @@ class AsyncProducer:
         self._poller.start()
 
     def _poll_forever(self) -> None:
-        while not self._stopping.is_set():
-            self._producer.poll(0.1)
+        try:
+            while not self._stopping.is_set():
+                self._producer.poll(0.1)
+        except Exception:
+            log.exception("producer polling stopped")
+            raise
+
+    def alive(self) -> bool:
+        """False once the polling thread died: no acknowledgement would ever arrive again."""
+        return self._poller.is_alive() or self._stopping.is_set()
 
     def produce(self, record: OutRecord) -> asyncio.Future[Message]:
         """Queue ``record``; the future resolves when the broker acknowledged it.
@@ -86,7 +125,9 @@ class AsyncProducer:
         started = time.perf_counter()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
-            loop.call_soon_threadsafe(_settle, acked, record.topic, started, error, message)
+            # Runs on the polling thread; after the loop closed there is nobody to tell.
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, acked, record.topic, started, error, message)
 
         try:
             self._producer.produce(
@@ -98,13 +139,15 @@ class AsyncProducer:
             )
         except BufferError as exc:
             raise ProducerQueueFullError(str(exc)) from exc
+        except KafkaException as exc:
+            raise ProducerFailedError(str(exc)) from exc
         return acked
 
     def list_topics(self, timeout_s: float) -> set[str]:
         """Topic names from the cluster's metadata; raises KafkaException when unreachable."""
         return set(self._producer.list_topics(timeout=timeout_s).topics)
 
-    def close(self, timeout_s: float) -> int:
+    def close(self, timeout_s: float) -> int:  # blocking: call it through asyncio.to_thread
         """Flush queued records, stop polling; returns how many records were left undelivered."""
         remaining = int(self._producer.flush(timeout_s))
         self._stopping.set()
@@ -142,6 +185,7 @@ class BatchConsumer:
     ) -> None:
         config: dict[str, Any] = {
             **settings.client_config(),
+            "logger": librdkafka_log,
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -150,15 +194,18 @@ class BatchConsumer:
         }
         self._consumer = Consumer(config)
         self._topics = topics
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
 
-    def subscribe(self) -> None:
-        self._consumer.subscribe(self._topics)
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
+
+    async def subscribe(self) -> None:
+        await self._call(self._consumer.subscribe, self._topics)
 
     async def consume(self, max_records: int, timeout_s: float) -> list[Message]:
         """Up to ``max_records`` records; partition errors are logged and left out."""
-        messages: list[Message] = await asyncio.to_thread(
-            self._consumer.consume, max_records, timeout_s
-        )
+        messages: list[Message] = await self._call(self._consumer.consume, max_records, timeout_s)
         records = []
         for message in messages:
             error = message.error()
@@ -172,15 +219,12 @@ class BatchConsumer:
         """Commit the offsets after ``messages``, synchronously with the broker."""
         if not messages:
             return
-        await asyncio.to_thread(
-            self._consumer.commit, offsets=next_offsets(messages), asynchronous=False
-        )
+        await self._call(self._consumer.commit, offsets=next_offsets(messages), asynchronous=False)
 
-    def assignment(self) -> list[TopicPartition]:
-        return list(self._consumer.assignment())
-
-    def close(self) -> None:
-        self._consumer.close()
+    async def close(self) -> None:
+        """Leave the group, after any call still running on the consumer's thread."""
+        await self._call(self._consumer.close)
+        self._thread.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
@@ -216,9 +260,9 @@ __all__ = [
     "AsyncProducer",
     "BatchConsumer",
     "DeliveryError",
-    "KafkaException",
     "OutRecord",
     "Position",
+    "ProducerFailedError",
     "ProducerQueueFullError",
     "next_offsets",
     "position",

@@ -18,6 +18,8 @@ def configure_logging(level: str, service: str) -> None:
             static_fields={"service": service},
         )
     )
+    # Python's warnings (deprecations in libraries) become log records too.
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

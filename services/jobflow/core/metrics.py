@@ -11,6 +11,8 @@ from importlib.metadata import version
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A batch lasts as long as its longest job (up to a minute).
+BATCH_BUCKETS = (*LATENCY_BUCKETS, 30.0, 60.0, 120.0)
 
 BUILD_INFO = Info("jobflow_build", "Version of the running jobflow service.")
 
@@ -37,7 +39,7 @@ BATCH_SECONDS = Histogram(
     "jobflow_batch_duration_seconds",
     "Time to handle one consumed batch, from the first record to the committed offsets.",
     ["stage"],
-    buckets=LATENCY_BUCKETS,
+    buckets=BATCH_BUCKETS,
 )
 RECORDS_IN_FLIGHT = Gauge(
     "jobflow_records_in_flight", "Consumed records whose outputs are not committed yet.", ["stage"]

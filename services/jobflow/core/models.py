@@ -26,6 +26,12 @@ JobId = Annotated[
 """A job id: a UUID in canonical lower-case form, exactly as the receiver generates it."""
 
 
+MAX_SLEEP_MS = 60_000
+"""Longest work time a job may ask for: a longer one would hold its whole batch."""
+MAX_DATA_SIZE = 65_536
+"""Longest payload a job may carry."""
+
+
 class JobStatus(StrEnum):
     CREATE = "create"
     FINISH = "finish"
@@ -50,7 +56,9 @@ class Job(WireModel):
 
     id: JobId
     create_date: EpochNanos
-    sleep: int = Field(ge=0, description="How long the processor works on the job, in ms.")
+    sleep: int = Field(
+        ge=0, le=MAX_SLEEP_MS, description="How long the processor works on the job, in ms."
+    )
     data: str = Field(description="Payload, random hex characters.")
 
 
@@ -136,6 +144,8 @@ class ClickhouseMessage(BaseModel):
 
     id: JobId
     status: JobStatus
+    # Named as the seed names it; it is the time of the event: the job's create_date on its
+    # `create` row, its finish_date on its `finish` row.
     create_date: EpochNanos
 
     def to_csv(self) -> bytes:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from jobflow.core.kafka import AsyncProducer
@@ -33,23 +34,21 @@ def create_app(
     liveness: Callable[[], str | None] = lambda: None,
 ) -> FastAPI:
     """A FastAPI app with /healthz (liveness), /readyz (readiness) and /metrics."""
-    app = FastAPI(
-        title=f"jobflow {service}", lifespan=lifespan, default_response_class=ORJSONResponse
-    )
+    app = FastAPI(title=f"jobflow {service}", lifespan=lifespan)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process can do its work.")
-    async def healthz() -> ORJSONResponse:
+    async def healthz() -> JSONResponse:
         reason = liveness()
         if reason is not None:
-            return ORJSONResponse({"status": "dead", "reason": reason}, status_code=503)
-        return ORJSONResponse({"status": "ok"})
+            return JSONResponse({"status": "dead", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", tags=["health"], summary="Readiness: dependencies are reachable.")
-    async def readyz() -> ORJSONResponse:
+    async def readyz() -> JSONResponse:
         reason = await readiness()
         if reason is not None:
-            return ORJSONResponse({"status": "not ready", "reason": reason}, status_code=503)
-        return ORJSONResponse({"status": "ready"})
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
         app, include_in_schema=False
@@ -83,5 +82,5 @@ def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )

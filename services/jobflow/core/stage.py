@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 from fastapi import FastAPI
 from pydantic import Field, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_exponential
 
 from jobflow.core.kafka import (
     AsyncProducer,
@@ -33,6 +30,7 @@ from jobflow.core.kafka import (
     DeliveryError,
     OutRecord,
     Position,
+    ProducerFailedError,
     ProducerQueueFullError,
     position,
 )
@@ -75,10 +73,16 @@ class StageRunner(Generic[In]):
         self._kafka = kafka
         self._max_batch = max_batch
         self._poll_timeout_s = poll_timeout_s
-        self.batches_committed = 0
+        # An acknowledgement later than librdkafka's own delivery timeout will never come.
+        self._ack_timeout_s = kafka.delivery_timeout_ms / 1000 + 5.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._consumer.subscribe()
+        """Consume, handle, produce and commit batches until ``stop`` is set.
+
+        Returns only when stopped; raises when the pipeline cannot go on (an error no retry
+        fixes), leaving the current batch uncommitted for whoever consumes it next.
+        """
+        await self._consumer.subscribe()
         while not stop.is_set():
             batch = await self._consumer.consume(self._max_batch, self._poll_timeout_s)
             if batch:
@@ -91,25 +95,41 @@ class StageRunner(Generic[In]):
         try:
             outputs = await asyncio.gather(*(self._handle(message) for message in batch))
             await self._deliver([record for records in outputs for record in records], stop)
-            await self._consumer.commit(batch)
-            self.batches_committed += 1
+            await self._commit(batch)
         finally:
             in_flight.dec(len(batch))
         BATCH_SECONDS.labels(self._stage.name).observe(time.perf_counter() - started)
+
+    async def _commit(self, batch: list[Message]) -> None:
+        try:
+            await self._consumer.commit(batch)
+        except KafkaException as exc:
+            # The outputs are acknowledged; the batch will be consumed again (a rebalance moved
+            # the partition, or the coordinator is away), which at-least-once allows.
+            log.warning("offset commit failed; the batch will be replayed: %s", exc)
 
     async def _handle(self, message: Message) -> list[OutRecord]:
         where = position(message)
         RECORDS_CONSUMED.labels(where.topic).inc()
         try:
             record = self._stage.input_model.from_json(message.value() or b"")
+            return await self._stage.handle(record)
         except ValidationError as exc:
-            DLQ_RECORDS.labels(where.topic).inc()
-            log.warning(
-                "dead-lettered undecodable record",
-                extra={"topic": where.topic, "partition": where.partition, "offset": where.offset},
-            )
-            return [self._dead_letter(message, where, describe(exc))]
-        return await self._stage.handle(record)
+            reason = describe(exc)
+        except Exception as exc:
+            log.exception("record could not be handled", extra={"topic": where.topic})
+            reason = f"{type(exc).__name__}: {exc}"
+        DLQ_RECORDS.labels(where.topic).inc()
+        log.warning(
+            "dead-lettered a record",
+            extra={
+                "topic": where.topic,
+                "partition": where.partition,
+                "offset": where.offset,
+                "reason": reason,
+            },
+        )
+        return [self._dead_letter(message, where, reason)]
 
     def _dead_letter(self, message: Message, where: Position, reason: str) -> OutRecord:
         return OutRecord(
@@ -129,12 +149,12 @@ class StageRunner(Generic[In]):
         """Produce every record, retrying those the broker did not acknowledge.
 
         Retries go on with backoff while the service runs: committing past an unacknowledged
-        record would lose it. Once stopping, the last error is raised and the batch stays
-        uncommitted, to be replayed by whoever owns the partitions next.
+        record would lose it. An error no retry fixes is raised at once; once stopping, the
+        last error is raised. Either way the batch stays uncommitted, to be replayed.
         """
         pending = records
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((DeliveryError, ProducerQueueFullError)),
+            retry=retry_if_exception(_worth_retrying),
             wait=wait_exponential(multiplier=0.1, max=5),
             stop=lambda _: stop.is_set(),
             before_sleep=before_sleep_log(log, logging.WARNING),
@@ -160,11 +180,21 @@ class StageRunner(Generic[In]):
                 first_error = first_error or exc
         for record, acked in queued:
             try:
-                await acked
+                await asyncio.wait_for(acked, self._ack_timeout_s)
             except DeliveryError as exc:
                 failed.append(record)
                 first_error = first_error or exc
+            except TimeoutError:
+                raise ProducerFailedError(
+                    f"no acknowledgement within {self._ack_timeout_s:.0f}s"
+                ) from None
         return failed, first_error
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    if isinstance(error, DeliveryError):
+        return not error.permanent
+    return isinstance(error, ProducerQueueFullError)
 
 
 def describe(error: ValidationError) -> str:
@@ -206,22 +236,33 @@ def create_stage_app(
     stop = asyncio.Event()
     worker: asyncio.Task[None] | None = None
 
+    def on_worker_exit(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # The stage cannot go on: say why, and stop the process so that its supervisor
+        # (supervisord locally, the kubelet in a cluster) starts a fresh one.
+        log.critical("stage stopped", exc_info=task.exception())
+        os.kill(os.getpid(), signal.SIGTERM)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nonlocal worker
         producer.start()
         worker = asyncio.create_task(runner.run(stop), name=f"{service}-stage")
+        worker.add_done_callback(on_worker_exit)
         yield
         stop.set()
-        try:
-            await asyncio.wait_for(worker, settings.shutdown_timeout_s)
-        except TimeoutError:
+        finished, _pending = await asyncio.wait({worker}, timeout=settings.shutdown_timeout_s)
+        if not finished:
             log.warning("stage did not finish its batch in time; it will be replayed")
-        finally:
-            consumer.close()
-            producer.close(timeout_s=2.0)
+            worker.cancel()
+            await asyncio.wait({worker})
+        await consumer.close()
+        await asyncio.to_thread(producer.close, 2.0)
 
     def liveness() -> str | None:
+        if not producer.alive():
+            return "producer polling thread died"
         if worker is not None and worker.done() and not stop.is_set():
             error = worker.exception() if not worker.cancelled() else None
             return f"stage stopped: {error!r}"

@@ -13,14 +13,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
 
 NANOS_PER_SECOND = 1_000_000_000
+_EPOCH = datetime(1970, 1, 1)
+# Dates outside [1970, 10000) are not job dates; bounding them keeps formatting total.
+MAX_EPOCH_NS = 253_402_300_800 * NANOS_PER_SECOND
 
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})"
     r"(?:\.(?P<fraction>\d{1,9}))?"
-    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})"
+    r"(?P<zone>[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
 )
 
 
@@ -52,7 +56,7 @@ def parse_rfc3339_nano(text: str) -> int:
         sign = 1 if zone[0] == "+" else -1
         offset = sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
     local = datetime.fromisoformat(f"{match['date']}T{match['time']}")
-    seconds = int((local - offset).replace(tzinfo=UTC).timestamp())
+    seconds = (local - _EPOCH - offset) // timedelta(seconds=1)
     nanos = int((match["fraction"] or "0").ljust(9, "0"))
     return seconds * NANOS_PER_SECOND + nanos
 
@@ -62,16 +66,19 @@ def epoch_seconds(epoch_ns: int) -> int:
     return epoch_ns // NANOS_PER_SECOND
 
 
-def _to_epoch_ns(value: object) -> object:
-    # Integers pass through so that code can build models from now_ns() directly.
+def _to_epoch_ns(value: object, info: ValidationInfo) -> object:
     if isinstance(value, str):
         return parse_rfc3339_nano(value)
+    # On the wire a date is a string; integers are for code building models from now_ns().
+    if info.mode == "json" or isinstance(value, bool):
+        raise ValueError("a date must be an RFC 3339 string")
     return value
 
 
 EpochNanos = Annotated[
     int,
     BeforeValidator(_to_epoch_ns),
+    Field(ge=0, lt=MAX_EPOCH_NS),
     PlainSerializer(format_rfc3339_nano, return_type=str),
     WithJsonSchema(
         {"type": "string", "format": "date-time", "examples": ["2024-01-27T12:34:50.594423357Z"]}

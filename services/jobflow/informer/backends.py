@@ -7,6 +7,7 @@ from typing import Protocol
 from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 
 from jobflow.core.models import JobInfo, JobStatus
 from jobflow.core.timestamps import NANOS_PER_SECOND, format_rfc3339_nano
@@ -54,12 +55,15 @@ class KsqlDbBackend:
             return unknown(job_id)
         # A stream may hold a job more than once after a replay; the latest record wins.
         latest = records[-1]
-        return JobInfo(
-            id=job_id,
-            status=latest["status"],
-            create_date=latest.get("create_date"),
-            finish_date=latest.get("finish_date"),
-        )
+        try:
+            return JobInfo(
+                id=job_id,
+                status=latest["status"],
+                create_date=latest.get("create_date"),
+                finish_date=latest.get("finish_date"),
+            )
+        except (KeyError, ValidationError) as exc:
+            raise BackendError(f"{self._source} row out of shape: {exc!r}") from exc
 
     async def open(self) -> None:
         """Nothing to open: the HTTP client connects on first use."""

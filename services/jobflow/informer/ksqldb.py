@@ -83,6 +83,13 @@ def parse_query_response(body: bytes) -> QueryResult:
         raise KsqlDbError(error_text(elements))
     if not isinstance(elements, list) or not elements:
         raise KsqlDbError("response is not a non-empty JSON array")
+    try:
+        return _result_of(elements)
+    except (KeyError, TypeError) as exc:
+        raise KsqlDbError(f"response element out of protocol: {exc!r}") from exc
+
+
+def _result_of(elements: list[Any]) -> QueryResult:
     columns: tuple[str, ...] | None = None
     rows: list[tuple[Any, ...]] = []
     for element in elements:
@@ -152,7 +159,8 @@ class KsqlDbClient:
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             return f"ksqlDB unreachable: {exc!r}"
-        if response.status_code != httpx.codes.OK or not body.get("isHealthy", False):
+        healthy = isinstance(body, dict) and body.get("isHealthy") is True
+        if response.status_code != httpx.codes.OK or not healthy:
             return f"ksqlDB unhealthy: {response.text[:200]}"
         return None
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jobflow.core.kafka import OutRecord
-from jobflow.core.metrics import LATENCY_BUCKETS
+from jobflow.core.metrics import BATCH_BUCKETS
 from jobflow.core.models import Job, JobDone
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.stage import Stage, StageSettings, create_stage_app
@@ -20,7 +20,7 @@ JOBS_FINISHED = Counter("jobflow_jobs_finished_total", "Jobs the processor finis
 JOB_DURATION = Histogram(
     "jobflow_job_duration_seconds",
     "From a job's create_date to its finish_date.",
-    buckets=(*LATENCY_BUCKETS, 30.0, 60.0),
+    buckets=BATCH_BUCKETS,
 )
 
 

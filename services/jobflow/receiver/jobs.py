@@ -8,11 +8,8 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from jobflow.core.models import Job
+from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, Job
 from jobflow.core.timestamps import now_ns
-
-MAX_SLEEP_MS = 60_000
-MAX_DATA_SIZE = 65_536
 
 
 class CreateJobRequest(BaseModel):

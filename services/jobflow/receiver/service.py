@@ -12,11 +12,17 @@ from prometheus_client import Counter
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from jobflow.core.kafka import AsyncProducer, DeliveryError, OutRecord, ProducerQueueFullError
-from jobflow.core.models import CreatedJob
+from jobflow.core.kafka import (
+    AsyncProducer,
+    DeliveryError,
+    OutRecord,
+    ProducerFailedError,
+    ProducerQueueFullError,
+)
+from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, CreatedJob
 from jobflow.core.service import create_app, kafka_readiness
 from jobflow.core.settings import KafkaSettings, ServiceSettings
-from jobflow.receiver.jobs import MAX_DATA_SIZE, MAX_SLEEP_MS, CreateJobRequest, new_job
+from jobflow.receiver.jobs import CreateJobRequest, new_job
 
 JOBS_ACCEPTED = Counter("jobflow_jobs_accepted_total", "Jobs written to Kafka and answered 200.")
 JOBS_REJECTED = Counter(
@@ -60,7 +66,7 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         producer.start()
         yield
-        producer.close(timeout_s=settings.shutdown_timeout_s)
+        await asyncio.to_thread(producer.close, settings.shutdown_timeout_s)
 
     app = create_app(
         service="receiver",
@@ -71,7 +77,14 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
     @app.post(
         "/api/v1/create/job",
         response_model=CreatedJob,
-        responses={503: {"description": "Kafka did not take the job; nothing was saved."}},
+        responses={
+            503: {
+                "description": (
+                    "Kafka did not acknowledge the job in time, or the receiver is overloaded. "
+                    "The job may or may not have been written; it was not confirmed."
+                )
+            }
+        },
         summary="Create a job and write it to receiver-topic.",
     )
     async def create_job(
@@ -93,7 +106,7 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
                 "receiver is overloaded: too many jobs waiting for Kafka",
                 headers={"Retry-After": str(settings.retry_after_s)},
             ) from None
-        except (DeliveryError, TimeoutError) as exc:
+        except (DeliveryError, ProducerFailedError, TimeoutError) as exc:
             JOBS_REJECTED.labels("kafka_unavailable").inc()
             raise HTTPException(503, f"Kafka did not acknowledge the job: {exc}") from None
         JOBS_ACCEPTED.inc()

@@ -1,0 +1,68 @@
+"""Extra service processes for tests that need one configured differently from the stack's."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+from local.config import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def text(self, path: str) -> str:
+        """The body at ``path``, empty when the service does not answer."""
+        answer = self.get(path)
+        return answer.text if answer is not None else ""
+
+    def get(self, path: str) -> httpx.Response | None:
+        try:
+            return httpx.get(f"{self.url}{path}", timeout=5)
+        except httpx.HTTPError:
+            return None
+
+
+@contextmanager
+def service_process(service: str, environment: dict[str, str]) -> Iterator[ServiceProcess]:
+    """Run ``python -m jobflow <service>`` on a free port until live; stop it afterwards."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "jobflow", service],
+        env={**os.environ, **environment, f"{service.upper()}_PORT": str(port)},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    running = ServiceProcess(process, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while (answer := running.get("/healthz")) is None or answer.status_code != 200:
+            assert process.poll() is None, (
+                f"{service} exited: {process.stdout and process.stdout.read()!r}"
+            )
+            assert time.monotonic() < deadline, f"{service} not live after 30 s"
+            time.sleep(0.2)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
