@@ -28,8 +28,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from jobflow.core.settings import KafkaSettings, PostgresSettings
+from jobflow.schema.apply import apply
 from jobflow.schema.clickhouse import ClickHouseHttp
 from jobflow.schema.statements import digest, render, split_statements
+from jobflow.schema.targets import ClickHouseTarget
 from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
 from local.output import step, warn
@@ -438,18 +440,24 @@ class ClickHouse(Component):
             (CONTRACTS / "clickhouse" / "schema.sql").read_text(),
             {"kafka_broker_list": self.stack.kafka_bootstrap},
         )
+
+        def report(line: str) -> None:
+            step(self.name, line)
+
         client = self.client()
         try:
             version = (await client.execute("SELECT version()")).strip()
-            statements = split_statements(canonical)
-            if version.split(".")[0] == "18":
-                statements = adapt_for_clickhouse_18(
-                    statements, report=lambda line: step(self.name, line)
-                )
-            for statement in statements:
-                await client.execute(statement)
         finally:
             await client.close()
+        statements = split_statements(canonical)
+        if version.split(".")[0] == "18":
+            statements = adapt_for_clickhouse_18(statements, report)
+        target = ClickHouseTarget(
+            self.endpoint,
+            self.stack.clickhouse_user,
+            self.stack.clickhouse_password.get_secret_value(),
+        )
+        await apply(target, statements, self.stack.ready_timeout_s, report)
         warn_if_changed(
             self.name,
             "clickhouse/schema.sql",

@@ -38,13 +38,24 @@ class Request:
 @dataclass
 class KsqlDbProtocolServer:
     url: str = ""
-    answers: dict[str, Answer] = field(default_factory=dict)
+    answers: dict[str, list[Answer]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
 
     def answer(
         self, path: str, status: int, *chunks: bytes, content_type: str = MEDIA_TYPE
     ) -> None:
-        self.answers[path] = Answer(status, list(chunks), content_type)
+        """Answer every request to ``path`` so (replacing what was queued)."""
+        self.answers[path] = [Answer(status, list(chunks), content_type)]
+
+    def then(self, path: str, status: int, *chunks: bytes, content_type: str = MEDIA_TYPE) -> None:
+        """Queue a further answer for ``path``: answers are used in order, the last one stays."""
+        self.answers.setdefault(path, []).append(Answer(status, list(chunks), content_type))
+
+    def next_answer(self, path: str) -> Answer:
+        queued = self.answers.get(path)
+        if not queued:
+            return Answer(404, [b'{"error_code":40400}'])
+        return queued.pop(0) if len(queued) > 1 else queued[0]
 
 
 def pull_query_answer(schema: str, rows: list[str], final: bool) -> list[bytes]:
@@ -74,7 +85,7 @@ def ksqldb_protocol_server() -> Iterator[KsqlDbProtocolServer]:
                     self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
             )
-            answer = state.answers.get(self.path, Answer(404, [b'{"error_code":40400}']))
+            answer = state.next_answer(self.path)
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
             self.send_header("Transfer-Encoding", "chunked")

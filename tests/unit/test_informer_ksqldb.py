@@ -10,14 +10,14 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from jobflow.informer.backends import BackendError, KsqlDbBackend
-from jobflow.informer.ksqldb import (
+from jobflow.core.ksqldb import (
     KsqlDbClient,
     KsqlDbError,
     column_names,
     parse_query_response,
     quote_literal,
 )
+from jobflow.informer.backends import BackendError, KsqlDbBackend
 from tests.ksqldb_server import (
     STREAM_SCHEMA,
     TABLE_SCHEMA,

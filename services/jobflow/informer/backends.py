@@ -9,9 +9,9 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from jobflow.core.ksqldb import KsqlDbClient, KsqlDbError, quote_literal
 from jobflow.core.models import JobInfo, JobStatus
 from jobflow.core.timestamps import NANOS_PER_SECOND, format_rfc3339_nano
-from jobflow.informer.ksqldb import KsqlDbClient, KsqlDbError, quote_literal
 
 
 class BackendError(Exception):

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from jobflow.core.ksqldb import KsqlDbClient
 from jobflow.core.metrics import LATENCY_BUCKETS
 from jobflow.core.models import JobInfo
 from jobflow.core.service import create_app
@@ -23,7 +24,6 @@ from jobflow.informer.backends import (
     PostgresBackend,
     StatusBackend,
 )
-from jobflow.informer.ksqldb import KsqlDbClient
 
 LOOKUPS = Counter(
     "jobflow_informer_lookups_total", "Status lookups by answered status.", ["status"]

@@ -1,18 +1,8 @@
-"""ClickHouse statements applied through its HTTP interface."""
+"""ClickHouse's HTTP interface, as far as applying statements needs it."""
 
 from __future__ import annotations
 
-import logging
-
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
-
-log = logging.getLogger(__name__)
 
 
 class ClickHouseError(Exception):
@@ -27,19 +17,14 @@ class ClickHouseHttp:
             headers={"X-ClickHouse-User": user, "X-ClickHouse-Key": password},
         )
 
-    async def wait_ready(self, within_s: float) -> None:
-        """Return once GET /ping answers; raise ClickHouseError after ``within_s``."""
+    async def unready_reason(self) -> str | None:
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(httpx.HTTPError),
-                wait=wait_exponential(multiplier=0.2, max=5),
-                stop=stop_after_delay(within_s),
-                reraise=True,
-            ):
-                with attempt:
-                    (await self._http.get("/ping")).raise_for_status()
+            response = await self._http.get("/ping")
         except httpx.HTTPError as exc:
-            raise ClickHouseError(f"ClickHouse not ready after {within_s:.0f}s: {exc!r}") from exc
+            return f"ClickHouse unreachable: {exc!r}"
+        if response.status_code != httpx.codes.OK:
+            return f"ClickHouse answered /ping with HTTP {response.status_code}"
+        return None
 
     async def execute(self, statement: str) -> str:
         """Run one statement; return its output; raise ClickHouseError with the server's text."""

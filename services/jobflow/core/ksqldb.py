@@ -1,4 +1,4 @@
-"""A client for ksqlDB's REST API (v1): pull queries through POST /query.
+"""A client for ksqlDB's REST API (v1): pull queries (POST /query), statements (POST /ksql).
 
 The response of /query is one JSON array: a ``header`` element (query id and the column
 schema as a SQL fragment), then one ``row`` element per row, then ``finalMessage``; an error
@@ -151,6 +151,40 @@ class KsqlDbClient:
         if response.status_code != httpx.codes.OK:
             raise KsqlDbError(f"HTTP {response.status_code}: {_error_body(response.content)}")
         return parse_query_response(response.content)
+
+    async def execute(self, statement: str, properties: dict[str, str]) -> str:
+        """Run one statement through /ksql; return ``applied`` or ``exists``.
+
+        Current servers answer an IF NOT EXISTS statement whose object exists with a warning
+        entity; older ones with a 40001 statement error saying it already exists. Both mean
+        the statement's result is in place.
+        """
+        payload = orjson.dumps({"ksql": f"{statement};", "streamsProperties": properties})
+        try:
+            response = await self._http.post("/ksql", content=payload)
+        except httpx.HTTPError as exc:
+            raise KsqlDbError(f"ksqlDB unreachable: {exc!r}") from exc
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise KsqlDbError(
+                f"HTTP {response.status_code}: {_error_body(response.content)}"
+            ) from None
+        if response.status_code != httpx.codes.OK:
+            if isinstance(body, dict) and "already exists" in str(body.get("message", "")):
+                return "exists"
+            raise KsqlDbError(f"HTTP {response.status_code}: {error_text(body)}")
+        entities = body if isinstance(body, list) else [body]
+        for entity in entities:
+            if not isinstance(entity, dict):
+                raise KsqlDbError(f"unexpected answer: {entity!r}")
+            if entity.get("@type") == "warning_entity":
+                return "exists"
+            status = entity.get("commandStatus", {}).get("status")
+            if status not in (None, "SUCCESS", "QUEUED", "EXECUTING"):
+                message = entity["commandStatus"].get("message", "")
+                raise KsqlDbError(f"statement {status}: {message}")
+        return "applied"
 
     async def healthy(self) -> str | None:
         """None when ksqlDB reports itself healthy, else why not."""
