@@ -1,4 +1,5 @@
-"""``python -m jobflow SERVICE``: run one service (receiver, processor, converter, informer)."""
+"""``python -m jobflow SERVICE``: run one service (receiver, processor, converter, informer,
+or the operator)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import FastAPI
 from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
 
-SERVICES = ("receiver", "processor", "converter", "informer")
+SERVICES = ("receiver", "processor", "converter", "informer", "operator")
 
 
 def build(service: str) -> tuple[FastAPI, ServiceSettings]:
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="jobflow", description=__doc__)
     parser.add_argument("service", choices=SERVICES)
     service = parser.parse_args(argv).service
+    if service == "operator":
+        from jobflow.operator.run import main as run_operator
+
+        run_operator()
+        return
     app, settings = build(service)
     serve(app, settings, service)
 

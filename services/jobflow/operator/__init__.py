@@ -1,0 +1,1 @@
+"""operator: applies StreamSchema resources (ksqlDB statements, ClickHouse DDL) as Jobs."""

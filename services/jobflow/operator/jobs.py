@@ -1,0 +1,167 @@
+"""The operator's domain, free of Kubernetes calls: digests, Job manifests, phases."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+GROUP = "jobflow.dev"
+VERSION = "v1alpha1"
+PLURAL = "streamschemas"
+KIND = "StreamSchema"
+SCHEMA_LABEL = f"{GROUP}/schema"
+DIGEST_LABEL = f"{GROUP}/digest"
+APPLY_COMMAND = ["python", "-m", "jobflow.schema"]
+RUN_AS = 10001
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    phase: Phase
+    reason: str
+    message: str
+
+
+def digest_of(target: dict[str, Any], statements: str, parameters: dict[str, str]) -> str:
+    """What is applied where: the same target, statements and parameters, the same digest."""
+    canonical = orjson.dumps(
+        {"target": target, "statements": statements, "parameters": parameters},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def job_name(schema: str, digest: str) -> str:
+    """Deterministic per schema and digest; at most 63 characters (it becomes a pod label)."""
+    suffix = f"-apply-{digest[:10]}"
+    return schema[: 63 - len(suffix)].rstrip("-.") + suffix
+
+
+def labels(schema: str, digest: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "jobflow",
+        "app.kubernetes.io/component": "schema-apply",
+        "app.kubernetes.io/managed-by": "jobflow-operator",
+        SCHEMA_LABEL: schema,
+        DIGEST_LABEL: digest[:16],
+    }
+
+
+def _environment(spec: dict[str, Any], statements: str) -> list[dict[str, Any]]:
+    target = spec["target"]
+    job = spec["job"]
+    environment: list[dict[str, Any]] = [
+        {"name": "SCHEMA_TARGET", "value": target["type"]},
+        {"name": "SCHEMA_URL", "value": target["url"]},
+        {"name": "SCHEMA_STATEMENTS", "value": statements},
+        {"name": "SCHEMA_PARAMETERS", "value": orjson.dumps(spec.get("parameters", {})).decode()},
+        {"name": "SCHEMA_WAIT_TIMEOUT_S", "value": str(job.get("waitTimeoutSeconds", 300))},
+    ]
+    secret = target.get("credentialsSecret")
+    if secret:
+        for variable, key in (
+            ("SCHEMA_USER", secret.get("userKey", "username")),
+            ("SCHEMA_PASSWORD", secret.get("passwordKey", "password")),
+        ):
+            environment.append(
+                {
+                    "name": variable,
+                    "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": key}},
+                }
+            )
+    return environment
+
+
+def build_job(schema: str, spec: dict[str, Any], statements: str, digest: str) -> dict[str, Any]:
+    """The Job that applies ``statements`` (already resolved from the spec) once."""
+    job = spec["job"]
+    job_labels = labels(schema, digest)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(schema, digest), "labels": job_labels},
+        "spec": {
+            "backoffLimit": job.get("backoffLimit", 3),
+            "activeDeadlineSeconds": job.get("activeDeadlineSeconds", 900),
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "apply",
+                            "image": job["image"],
+                            "imagePullPolicy": job.get("imagePullPolicy", "IfNotPresent"),
+                            "command": APPLY_COMMAND,
+                            "env": _environment(spec, statements),
+                            "resources": job.get("resources") or DEFAULT_RESOURCES,
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def outcome_of(job_status: dict[str, Any]) -> JobOutcome:
+    """What a Job's status says about the apply run."""
+    if _condition(job_status, "Complete"):
+        return JobOutcome(Phase.SUCCEEDED, "Applied", "every statement is in place")
+    failed = _condition(job_status, "Failed")
+    if failed:
+        return JobOutcome(
+            Phase.FAILED,
+            failed.get("reason") or "JobFailed",
+            failed.get("message") or "the apply Job failed",
+        )
+    if job_status.get("active"):
+        return JobOutcome(Phase.RUNNING, "JobRunning", "the apply Job is running")
+    return JobOutcome(Phase.PENDING, "JobPending", "the apply Job has not started yet")
+
+
+def applied_condition(outcome: JobOutcome, generation: int, now: str) -> dict[str, Any]:
+    """The ``Applied`` condition for an outcome."""
+    state = {Phase.SUCCEEDED: "True", Phase.FAILED: "False"}.get(outcome.phase, "Unknown")
+    return {
+        "type": "Applied",
+        "status": state,
+        "reason": outcome.reason,
+        "message": outcome.message,
+        "lastTransitionTime": now,
+        "observedGeneration": generation,
+    }
