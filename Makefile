@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help up down status logs clean test test-unit test-stack lint format typecheck docs
+.PHONY: help up down status logs clean test test-unit test-stack test-operator kube-tools lint format typecheck docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -62,7 +62,13 @@ test-unit: $(VENV)/.synced ## tests that need no running stack
 test-stack: $(VENV)/.synced ## integration and end-to-end tests on the local stack (starts it)
 	@$(RUN) pytest tests/stack
 
-test: lint typecheck $(VENV)/.synced ## everything: lint, types, unit, integration, end to end
+kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the operator tests (cached)
+	@tools/kube/build.sh
+
+test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, the control-plane harness
+	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
+
+test: lint typecheck $(VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
 	@$(RUN) pytest
 
 docs: $(VENV)/.synced ## regenerate the README's configuration table from the settings classes

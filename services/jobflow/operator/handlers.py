@@ -38,6 +38,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    # The operator works in one namespace on one known resource: no cluster-wide watching of
+    # namespaces and CRDs, and so no cluster-wide permissions for it.
+    settings.scanning.disabled = True
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:

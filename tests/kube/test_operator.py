@@ -1,0 +1,337 @@
+"""The operator against a real kube-apiserver (with etcd and the garbage collector).
+
+The operator runs as its own process, authenticated as its ServiceAccount with exactly the
+Role the chart grants it (charts/jobflow/files/operator/rbac-rules.yaml), so every call it
+makes passes the API server's own authorization. No kubelet runs: tests set Job status
+themselves, as the Job controller would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from local.config import CONTRACTS, REPO
+
+from jobflow.operator.jobs import GROUP, PLURAL, VERSION, digest_of, job_name
+from tests.kube.apiserver import (
+    ControlPlane,
+    api_client,
+    complete_job_status,
+    eventually,
+    failed_job_status,
+)
+from tests.stack.processes import free_port
+
+CRD = REPO / "charts" / "jobflow" / "crds" / "streamschemas.jobflow.dev.yaml"
+STATEMENTS = "CREATE TABLE IF NOT EXISTS t (a String) ENGINE = Memory;"
+
+
+@dataclass
+class Cluster:
+    namespace: str
+    core: client.CoreV1Api
+    batch: client.BatchV1Api
+    custom: client.CustomObjectsApi
+    operator: subprocess.Popen[bytes]
+    kubeconfig: Path
+    start_operator: Callable[[], subprocess.Popen[bytes]]
+    serializer: client.ApiClient
+
+    def schema(self, name: str) -> dict[str, Any]:
+        found = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+        return cast(dict[str, Any], found)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.schema(name).get("status", {}))
+
+    def jobs(self, schema: str) -> list[dict[str, Any]]:
+        """The schema's Jobs, as plain manifests."""
+        selector = f"{GROUP}/schema={schema}"
+        found = self.batch.list_namespaced_job(self.namespace, label_selector=selector).items
+        serialize = self.serializer.sanitize_for_serialization
+        return [cast(dict[str, Any], serialize(job)) for job in found]  # type: ignore[no-untyped-call]
+
+    def create_schema(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "StreamSchema",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        created = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
+        return cast(dict[str, Any], created)
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
+        )
+
+    def events_for(self, name: str) -> list[str]:
+        events = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
+        return [f"{event.type} {event.reason}" for event in events]
+
+
+def spec(statements: str = STATEMENTS, image: str = "jobflow:test") -> dict[str, Any]:
+    return {
+        "target": {"type": "clickhouse", "url": "http://clickhouse:8123"},
+        "statements": {"inline": statements},
+        "job": {"image": image},
+    }
+
+
+@pytest.fixture(scope="module")
+def crd_installed(control_plane: ControlPlane) -> None:
+    admin = api_client(control_plane.admin_kubeconfig)
+    extensions = client.ApiextensionsV1Api(admin)
+    try:
+        extensions.create_custom_resource_definition(yaml.safe_load(CRD.read_text()))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
+        if crd.status is None:
+            return False
+        return any(
+            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
+        )
+
+    eventually(established)
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, crd_installed: None, tmp_path: Path) -> Iterator[Cluster]:
+    """A namespace with the operator running in it as its ServiceAccount."""
+    admin = api_client(control_plane.admin_kubeconfig)
+    core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
+    namespace = f"jobflow-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "jobflow-operator"}})
+    rules = yaml.safe_load((CONTRACTS / "operator" / "rbac-rules.yaml").read_text())["rules"]
+    rbac.create_namespaced_role(
+        namespace, {"metadata": {"name": "jobflow-operator"}, "rules": rules}
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "jobflow-operator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "jobflow-operator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "jobflow-operator", "namespace": namespace}
+            ],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        "jobflow-operator", namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "operator.kubeconfig")
+    port = free_port()
+
+    def start_operator() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobflow", "operator"],
+            env={
+                **os.environ,
+                "KUBECONFIG": str(kubeconfig),
+                "OPERATOR_NAMESPACE": namespace,
+                "OPERATOR_LIVENESS_HOST": "127.0.0.1",
+                "OPERATOR_LIVENESS_PORT": str(port),
+            },
+            cwd=REPO,
+            stdout=(tmp_path / "operator.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        import httpx
+
+        def live() -> bool:
+            assert process.poll() is None, (tmp_path / "operator.log").read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        eventually(live)
+        return process
+
+    state = Cluster(
+        namespace,
+        core,
+        client.BatchV1Api(admin),
+        client.CustomObjectsApi(admin),
+        start_operator(),
+        kubeconfig,
+        start_operator,
+        admin,
+    )
+    yield state
+    state.operator.terminate()
+    state.operator.wait(timeout=30)
+    core.delete_namespace(namespace)
+
+
+def set_job_status(cluster: Cluster, name: str, status: dict[str, Any]) -> None:
+    cluster.batch.patch_namespaced_job_status(name, cluster.namespace, {"status": status})
+
+
+def test_a_new_schema_gets_one_owned_job_and_a_pending_status(cluster: Cluster) -> None:
+    created = cluster.create_schema("clickhouse", spec())
+    digest = digest_of(spec()["target"], STATEMENTS, {})
+    (job,) = eventually(lambda: cluster.jobs("clickhouse"))
+    assert job["metadata"]["name"] == job_name("clickhouse", digest)
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "StreamSchema",
+        "clickhouse",
+        created["metadata"]["uid"],
+    )
+    assert owner["controller"] is True
+    assert owner["blockOwnerDeletion"] is True
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "jobflow:test"
+    assert {"name": "SCHEMA_STATEMENTS", "value": STATEMENTS} in container["env"]
+    status = eventually(
+        lambda: cluster.status("clickhouse").get("phase") and cluster.status("clickhouse")
+    )
+    assert status["phase"] == "Pending"
+    assert status["digest"] == digest
+    assert status["jobName"] == job["metadata"]["name"]
+    assert status["observedGeneration"] == 1
+    assert status["conditions"][0]["type"] == "Applied"
+    assert "Normal JobCreated" in eventually(lambda: cluster.events_for("clickhouse"))
+
+
+def test_the_status_follows_the_job_to_success(cluster: Cluster) -> None:
+    cluster.create_schema("ksqldb", spec())
+    (job,) = eventually(lambda: cluster.jobs("ksqldb"))
+    set_job_status(cluster, job["metadata"]["name"], complete_job_status())
+    eventually(lambda: cluster.status("ksqldb").get("phase") == "Succeeded")
+    condition = cluster.status("ksqldb")["conditions"][0]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "Applied",
+        "True",
+        "Applied",
+    )
+    assert "Normal JobSucceeded" in eventually(lambda: cluster.events_for("ksqldb"))
+
+
+def test_a_failed_job_makes_a_failed_schema_with_the_jobs_reason(cluster: Cluster) -> None:
+    cluster.create_schema("broken", spec())
+    (job,) = eventually(lambda: cluster.jobs("broken"))
+    set_job_status(
+        cluster,
+        job["metadata"]["name"],
+        failed_job_status("BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+    )
+    eventually(lambda: cluster.status("broken").get("phase") == "Failed")
+    status = cluster.status("broken")
+    assert status["message"] == "Job has reached the specified backoff limit"
+    assert status["conditions"][0]["reason"] == "BackoffLimitExceeded"
+    assert "Warning JobFailed" in eventually(lambda: cluster.events_for("broken"))
+
+
+def test_new_statements_make_a_new_job_and_other_changes_do_not(cluster: Cluster) -> None:
+    cluster.create_schema("evolving", spec())
+    eventually(lambda: cluster.jobs("evolving"))
+    cluster.patch_spec("evolving", {"job": {"image": "jobflow:newer"}})
+    eventually(lambda: cluster.status("evolving").get("observedGeneration") == 2)
+    assert len(cluster.jobs("evolving")) == 1
+    changed = STATEMENTS.replace("t (", "u (")
+    cluster.patch_spec("evolving", {"statements": {"inline": changed}})
+    jobs = eventually(
+        lambda: (
+            [j for j in cluster.jobs("evolving")] if len(cluster.jobs("evolving")) == 2 else None
+        )
+    )
+    newest = job_name("evolving", digest_of(spec()["target"], changed, {}))
+    assert newest in {job["metadata"]["name"] for job in jobs}
+    eventually(lambda: cluster.status("evolving").get("jobName") == newest)
+
+
+def test_a_restarted_operator_makes_no_second_job(cluster: Cluster) -> None:
+    cluster.create_schema("steady", spec())
+    eventually(lambda: cluster.status("steady").get("jobName"))
+    cluster.operator.terminate()
+    cluster.operator.wait(timeout=30)
+    cluster.operator = cluster.start_operator()
+    time.sleep(3)  # give the resumed handlers time to (not) act
+    assert len(cluster.jobs("steady")) == 1
+
+
+def test_statements_from_a_config_map(cluster: Cluster) -> None:
+    cluster.core.create_namespaced_config_map(
+        cluster.namespace, {"metadata": {"name": "schema"}, "data": {"clickhouse.sql": STATEMENTS}}
+    )
+    cluster.create_schema(
+        "from-map",
+        {**spec(), "statements": {"configMapKeyRef": {"name": "schema", "key": "clickhouse.sql"}}},
+    )
+    (job,) = eventually(lambda: cluster.jobs("from-map"))
+    variables = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert variables["SCHEMA_STATEMENTS"] == STATEMENTS
+
+
+def test_deleting_the_schema_deletes_its_jobs(cluster: Cluster) -> None:
+    cluster.create_schema("short-lived", spec())
+    eventually(lambda: cluster.jobs("short-lived"))
+    cluster.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, cluster.namespace, PLURAL, "short-lived", propagation_policy="Background"
+    )
+    eventually(lambda: not cluster.jobs("short-lived"), timeout_s=60)
+
+
+def test_the_api_server_rejects_an_invalid_schema(cluster: Cluster) -> None:
+    both = {
+        **spec(),
+        "statements": {"inline": STATEMENTS, "configMapKeyRef": {"name": "a", "key": "b"}},
+    }
+    with pytest.raises(ApiException) as rejected:
+        cluster.create_schema("invalid", both)
+    assert rejected.value.status == 422
+    assert "set exactly one of statements.inline and statements.configMapKeyRef" in str(
+        rejected.value.body
+    )
+    with pytest.raises(ApiException) as unknown_target:
+        cluster.create_schema("invalid", {**spec(), "target": {"type": "mysql", "url": "http://x"}})
+    assert 'Unsupported value: "mysql"' in json.loads(str(unknown_target.value.body))["message"]
+
+
+def test_the_operators_role_allows_no_more_than_it_needs(
+    control_plane: ControlPlane, cluster: Cluster
+) -> None:
+    operator = api_client(cluster.kubeconfig)
+    core, batch = client.CoreV1Api(operator), client.BatchV1Api(operator)
+    for forbidden in (
+        lambda: core.list_namespaced_secret(cluster.namespace),
+        lambda: batch.delete_collection_namespaced_job(cluster.namespace),
+        lambda: core.list_namespaced_config_map(cluster.namespace),
+        lambda: batch.list_namespaced_job("default"),
+    ):
+        with pytest.raises(ApiException) as denied:
+            forbidden()
+        assert denied.value.status == 403
