@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, dynamic
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "kube" / "build.sh"
@@ -71,6 +71,7 @@ class KubeBinaries:
     etcd: Path
     kube_apiserver: Path
     kube_controller_manager: Path
+    helm: Path
 
 
 def build_needed() -> bool:
@@ -100,6 +101,7 @@ def binaries() -> KubeBinaries:
         etcd=bin_dir / "etcd",
         kube_apiserver=bin_dir / "kube-apiserver",
         kube_controller_manager=bin_dir / "kube-controller-manager",
+        helm=bin_dir / "helm",
     )
 
 
@@ -571,3 +573,28 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
     """A Kubernetes API client configured from ``kubeconfig``."""
     created = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     return cast(client.ApiClient, created)
+
+
+def dry_run_create(admin: client.ApiClient, manifest: dict[str, Any], namespace: str) -> None:
+    """Create ``manifest`` server-side as a dry run with strict field validation.
+
+    Raises ApiException when the API server rejects it (an unknown or duplicate field too).
+    The dynamic client looks the resource up; the request is sent directly because the dynamic
+    client drops the ``fieldValidation`` parameter.
+    """
+    resource = dynamic.DynamicClient(admin).resources.get(  # type: ignore[no-untyped-call]
+        api_version=manifest["apiVersion"], kind=manifest["kind"]
+    )
+    path = resource.path(namespace=namespace if resource.namespaced else None)
+    request = admin.param_serialize(
+        method="POST",
+        resource_path=path,
+        query_params=[("dryRun", "All"), ("fieldValidation", "Strict")],
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=manifest,
+        auth_settings=["BearerToken"],
+    )
+    response = admin.call_api(*request)
+    response.read()  # type: ignore[no-untyped-call]
+    # Deserializing checks the status and raises ApiException with the server's answer.
+    admin.response_deserialize(response, {"2XX": "object"})

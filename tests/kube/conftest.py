@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.kube import apiserver
 from tests.kube.apiserver import ControlPlane
@@ -12,6 +16,7 @@ from tests.kube.apiserver import ControlPlane
 # A cold build of the binaries (module download and compile) takes about 10 minutes on 2 cores:
 # the first test to need the control plane gets that much longer than the usual timeout.
 COLD_BUILD_TIMEOUT_S = 3600
+HTTP_CONFLICT = 409
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -24,3 +29,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with apiserver.control_plane(tmp_path_factory.mktemp("kube")) as plane:
         yield plane
+
+
+STRIMZI_CRDS = Path(__file__).resolve().parents[3] / "shared" / "strimzi-crds"
+
+
+@pytest.fixture(scope="session")
+def strimzi_crds(control_plane: ControlPlane) -> list[str]:
+    """Strimzi 1.2.0's CRDs installed on the control plane; the names of their kinds."""
+    if not STRIMZI_CRDS.is_dir():
+        pytest.skip(f"Strimzi CRDs not found at {STRIMZI_CRDS}")
+    extensions = client.ApiextensionsV1Api(apiserver.api_client(control_plane.admin_kubeconfig))
+    kinds = []
+    for path in sorted(STRIMZI_CRDS.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or document.get("kind") != "CustomResourceDefinition":
+                continue
+            kinds.append(document["spec"]["names"]["kind"])
+            try:
+                extensions.create_custom_resource_definition(document)
+            except ApiException as exc:
+                if exc.status != HTTP_CONFLICT:
+                    raise
+
+            def established(name: str = document["metadata"]["name"]) -> bool:
+                status = extensions.read_custom_resource_definition(name).status
+                conditions = status.conditions if status else None
+                return any(c.type == "Established" and c.status == "True" for c in conditions or [])
+
+            apiserver.eventually(established)
+    return kinds

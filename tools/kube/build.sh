@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the control plane that tests/kube runs (etcd, kube-apiserver, kube-controller-manager)
-# from the Go modules pinned in tools/kube and tools/etcd, into ${LOCAL_DIR:-<repo>/.local}/kube/bin.
+# and helm (the offline chart checks) from the Go modules pinned in tools/kube, tools/etcd and
+# tools/helm, into ${LOCAL_DIR:-<repo>/.local}/kube/bin.
 #
 # Idempotent: a stamp file records a hash of the pins (go.mod, go.sum), this script and the Go
 # version; when it matches and the binaries are there, nothing is built. Safe to run
@@ -29,6 +30,7 @@ out="$local_dir/kube"
 bin="$out/bin"
 stamp="$out/build.stamp"
 etcd_module="$repo/tools/etcd"
+helm_module="$repo/tools/helm"
 
 say() { echo "==> kube: $*"; }
 
@@ -53,10 +55,11 @@ fingerprint="$(
   {
     "$go" version
     cat "$here/go.mod" "$here/go.sum" "$etcd_module/go.mod" "$etcd_module/go.sum"
+    cat "$helm_module/go.mod" "$helm_module/go.sum"
     cat "${BASH_SOURCE[0]}"
   } | sha256sum | cut -d' ' -f1
 )"
-binaries=(etcd kube-apiserver kube-controller-manager)
+binaries=(etcd kube-apiserver kube-controller-manager helm)
 
 up_to_date() {
   [[ "${KUBE_BUILD_FORCE:-0}" != 1 && -f "$stamp" ]] || return 1
@@ -95,6 +98,7 @@ rm -f "$stamp"
 say "downloading modules (go.sum pins them)"
 (cd "$here" && "$go" mod download)
 (cd "$etcd_module" && "$go" mod download)
+(cd "$helm_module" && "$go" mod download)
 say "modules ready in $((SECONDS - started)) s (cache: $("$go" env GOMODCACHE))"
 kube_version="$(module_version "$here" k8s.io/kubernetes)"
 etcd_version="$(module_version "$etcd_module" go.etcd.io/etcd/server/v3)"
@@ -114,6 +118,9 @@ build "$etcd_module" go.etcd.io/etcd/server/v3 etcd \
   "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=module-$etcd_version"
 build "$here" k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$kube_ldflags"
 build "$here" k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "$kube_ldflags"
+helm_version="$(module_version "$helm_module" helm.sh/helm/v4)"
+build "$helm_module" helm.sh/helm/v4/cmd/helm helm \
+  "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version"
 
 echo "$fingerprint" >"$stamp"
 say "done in $((SECONDS - started)) s: $bin"

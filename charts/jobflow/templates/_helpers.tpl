@@ -1,0 +1,112 @@
+{{/* Names, labels and images shared by every template. */}}
+
+{{- define "jobflow.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of a component's objects; call with (dict "root" $ "component" "receiver"). */}}
+{{- define "jobflow.labels" -}}
+{{ include "jobflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{- define "jobflow.selectorLabels" -}}
+app.kubernetes.io/name: jobflow
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* A component's image; call with (dict "root" $ "component" "receiver"). */}}
+{{- define "jobflow.image" -}}
+{{- $image := .root.Values.image -}}
+{{- $name := printf "%s-%s:%s" $image.repository .component (default .root.Chart.AppVersion $image.tag) -}}
+{{- if $image.registry -}}{{ printf "%s/%s" $image.registry $name }}{{- else -}}{{ $name }}{{- end -}}
+{{- end -}}
+
+{{/*
+A service's Deployment and Service. Call with
+(dict "root" $ "component" "receiver" "values" .Values.receiver "env" (list ...)).
+Every service listens on all addresses of its pod, serves /healthz, /readyz and /metrics on
+its port, and reads KAFKA_BOOTSTRAP_SERVERS; "env" adds the component's own variables.
+*/}}
+{{- define "jobflow.service" -}}
+{{- $root := .root -}}
+{{- $prefix := upper .component -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "jobflow.fullname" $root }}-{{ .component }}
+  labels:
+    {{- include "jobflow.labels" . | nindent 4 }}
+spec:
+  replicas: {{ .values.replicas }}
+  selector:
+    matchLabels:
+      {{- include "jobflow.selectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "jobflow.selectorLabels" . | nindent 8 }}
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ .values.port | quote }}
+        prometheus.io/path: /metrics
+    spec:
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "jobflow.image" . }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          ports:
+            - name: http
+              containerPort: {{ .values.port }}
+          env:
+            - name: {{ $prefix }}_HOST
+              value: "0.0.0.0"
+            - name: {{ $prefix }}_PORT
+              value: {{ .values.port | quote }}
+            - name: KAFKA_BOOTSTRAP_SERVERS
+              value: {{ $root.Values.kafka.bootstrapServers | quote }}
+            {{- with .env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            {{- range $name, $value := .values.env }}
+            - name: {{ $name }}
+              value: {{ $value | quote }}
+            {{- end }}
+          livenessProbe:
+            httpGet: {path: /healthz, port: http}
+            periodSeconds: 10
+            failureThreshold: 3
+          readinessProbe:
+            httpGet: {path: /readyz, port: http}
+            periodSeconds: 5
+            failureThreshold: 2
+          resources:
+            {{- toYaml .values.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "jobflow.fullname" $root }}-{{ .component }}
+  labels:
+    {{- include "jobflow.labels" . | nindent 4 }}
+spec:
+  selector:
+    {{- include "jobflow.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ .values.port }}
+      targetPort: http
+{{- end -}}

@@ -1,0 +1,163 @@
+"""The Helm chart, checked offline as strictly as we can: helm lint --strict, the values
+schema, a server-side dry-run of every rendered object on a real kube-apiserver (with the
+Strimzi CRDs installed, strict field validation), and consistency with the services and with
+charts/jobflow/files/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from local.config import CONTRACTS, REPO
+from pydantic_settings import BaseSettings
+
+from jobflow.converter.service import ConverterSettings
+from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
+from jobflow.informer.service import InformerSettings
+from jobflow.processor.service import ProcessorSettings
+from jobflow.receiver.service import ReceiverSettings
+from tests.kube.apiserver import ControlPlane, api_client, binaries, dry_run_create
+
+CHART = REPO / "charts" / "jobflow"
+SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
+    "receiver": ReceiverSettings,
+    "processor": ProcessorSettings,
+    "converter": ConverterSettings,
+    "informer": InformerSettings,
+}
+SHARED_SETTINGS = (KafkaSettings, PostgresSettings)
+
+
+def helm(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [str(binaries().helm), *arguments], capture_output=True, text=True, check=False
+    )
+
+
+def render(*arguments: str) -> list[dict[str, Any]]:
+    result = helm("template", "jobflow", str(CHART), "--namespace", "jobflow", *arguments)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def kinds(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def test_helm_lint_strict_passes() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("bogus=1", "additional properties 'bogus' not allowed"),
+        ("receiver.replicaCount=2", "additional properties 'replicaCount' not allowed"),
+        ("informer.backend=mysql", "value must be one of 'ksqldb', 'postgres'"),
+        ("receiver.env.DEBUG=1", "'DEBUG' does not match pattern"),
+    ],
+)
+def test_the_values_schema_rejects_what_it_does_not_know(setting: str, complaint: str) -> None:
+    result = helm("template", "jobflow", str(CHART), "--set", setting)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_every_rendered_object_passes_a_strict_server_side_dry_run(
+    control_plane: ControlPlane, strimzi_crds: list[str]
+) -> None:
+    admin = api_client(control_plane.admin_kubeconfig)
+    namespace = f"chart-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(admin).create_namespace({"metadata": {"name": namespace}})
+    objects = render()
+    assert {"Deployment", "Service", "KafkaTopic"} <= {o["kind"] for o in objects}
+    for manifest in objects:
+        dry_run_create(admin, manifest, namespace)
+
+
+def test_a_field_the_api_does_not_know_fails_the_dry_run(
+    control_plane: ControlPlane, strimzi_crds: list[str]
+) -> None:
+    admin = api_client(control_plane.admin_kubeconfig)
+    topic = next(iter(kinds(render(), "KafkaTopic").values()))
+    topic["spec"]["retentionMs"] = 1
+    with pytest.raises(client.exceptions.ApiException) as rejected:
+        dry_run_create(admin, topic, "default")
+    assert 'unknown field "spec.retentionMs"' in json.loads(str(rejected.value.body))["message"]
+
+
+def _known_variables(component: str) -> set[str]:
+    known = set()
+    settings: type[BaseSettings]
+    for settings in (SERVICE_SETTINGS[component], *SHARED_SETTINGS):
+        prefix = str(settings.model_config.get("env_prefix", ""))
+        known |= {f"{prefix}{name}".upper() for name in settings.model_fields}
+    return known
+
+
+@pytest.mark.parametrize("component", sorted(SERVICE_SETTINGS))
+def test_each_service_gets_only_settings_it_reads_on_the_port_it_serves(component: str) -> None:
+    deployments = kinds(render(), "Deployment")
+    (container,) = deployments[f"jobflow-{component}"]["spec"]["template"]["spec"]["containers"]
+    variables = {variable["name"] for variable in container["env"]}
+    assert variables <= _known_variables(component)
+    port = SERVICE_SETTINGS[component]().port
+    assert container["ports"] == [{"name": "http", "containerPort": port}]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    service = kinds(render(), "Service")[f"jobflow-{component}"]
+    assert service["spec"]["ports"][0]["port"] == port
+
+
+def test_every_required_setting_is_set() -> None:
+    deployments = kinds(render(), "Deployment")
+    for component, settings in SERVICE_SETTINGS.items():
+        (container,) = deployments[f"jobflow-{component}"]["spec"]["template"]["spec"]["containers"]
+        variables = {variable["name"] for variable in container["env"]}
+        prefix = str(settings.model_config.get("env_prefix", ""))
+        required = {
+            f"{prefix}{name}".upper()
+            for name, field in settings.model_fields.items()
+            if field.is_required()
+        }
+        assert required <= variables
+        assert {f"{prefix}HOST", f"{prefix}PORT", "KAFKA_BOOTSTRAP_SERVERS"} <= variables
+
+
+def test_kafka_topics_are_the_contract_file() -> None:
+    contract = yaml.safe_load((CONTRACTS / "topics.yaml").read_text())["topics"]
+    topics = sorted(
+        (
+            topic["spec"]["topicName"],
+            topic["spec"]["partitions"],
+            topic["spec"]["replicas"],
+            topic["spec"].get("config", {}),
+        )
+        for topic in kinds(render(), "KafkaTopic").values()
+    )
+    assert topics == sorted(
+        (t["name"], t["partitions"], t["replicas"], t.get("config", {})) for t in contract
+    )
+    assert all(
+        topic["metadata"]["labels"]["strimzi.io/cluster"] == "jobflow"
+        for topic in kinds(render(), "KafkaTopic").values()
+    )
+
+
+def test_pods_are_restricted() -> None:
+    for deployment in kinds(render(), "Deployment").values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert set(container["resources"]) == {"requests", "limits"}
