@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
 
 
-STRIMZI_CRDS = Path(__file__).resolve().parents[3] / "shared" / "strimzi-crds"
+# The workplace keeps shared data beside the repository; JOBFLOW_SHARED_DIR points elsewhere.
+SHARED = Path(os.environ.get("JOBFLOW_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
+STRIMZI_CRDS = SHARED / "strimzi-crds"
 
 
 @pytest.fixture(scope="session")
