@@ -35,16 +35,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 # The workplace keeps shared data beside the repository; JOBFLOW_SHARED_DIR points elsewhere.
 SHARED = Path(os.environ.get("JOBFLOW_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
 STRIMZI_CRDS = SHARED / "strimzi-crds"
+JOBFLOW_CRDS = Path(__file__).resolve().parents[2] / "charts" / "jobflow" / "crds"
 
 
-@pytest.fixture(scope="session")
-def strimzi_crds(control_plane: ControlPlane) -> list[str]:
-    """Strimzi 1.2.0's CRDs installed on the control plane; the names of their kinds."""
-    if not STRIMZI_CRDS.is_dir():
-        pytest.skip(f"Strimzi CRDs not found at {STRIMZI_CRDS}")
+def install_crds(control_plane: ControlPlane, paths: list[Path]) -> list[str]:
+    """Install the CRDs in ``paths`` (again is fine) and wait until each is Established."""
     extensions = client.ApiextensionsV1Api(apiserver.api_client(control_plane.admin_kubeconfig))
     kinds = []
-    for path in sorted(STRIMZI_CRDS.glob("*.yaml")):
+    for path in paths:
         for document in yaml.safe_load_all(path.read_text()):
             if not document or document.get("kind") != "CustomResourceDefinition":
                 continue
@@ -62,3 +60,17 @@ def strimzi_crds(control_plane: ControlPlane) -> list[str]:
 
             apiserver.eventually(established)
     return kinds
+
+
+@pytest.fixture(scope="session")
+def strimzi_crds(control_plane: ControlPlane) -> list[str]:
+    """Strimzi 1.2.0's CRDs installed on the control plane; the names of their kinds."""
+    if not STRIMZI_CRDS.is_dir():
+        pytest.skip(f"Strimzi CRDs not found at {STRIMZI_CRDS}")
+    return install_crds(control_plane, sorted(STRIMZI_CRDS.glob("*.yaml")))
+
+
+@pytest.fixture(scope="session")
+def jobflow_crds(control_plane: ControlPlane) -> list[str]:
+    """The chart's own CRDs (charts/jobflow/crds/) installed on the control plane."""
+    return install_crds(control_plane, sorted(JOBFLOW_CRDS.glob("*.yaml")))

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings
 from jobflow.converter.service import ConverterSettings
 from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
 from jobflow.informer.service import InformerSettings
+from jobflow.operator.run import OperatorSettings
 from jobflow.processor.service import ProcessorSettings
 from jobflow.receiver.service import ReceiverSettings
 from tests.kube.apiserver import ControlPlane, api_client, binaries, dry_run_create
@@ -70,13 +71,15 @@ def test_the_values_schema_rejects_what_it_does_not_know(setting: str, complaint
 
 
 def test_every_rendered_object_passes_a_strict_server_side_dry_run(
-    control_plane: ControlPlane, strimzi_crds: list[str]
+    control_plane: ControlPlane, strimzi_crds: list[str], jobflow_crds: list[str]
 ) -> None:
     admin = api_client(control_plane.admin_kubeconfig)
     namespace = f"chart-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(admin).create_namespace({"metadata": {"name": namespace}})
     objects = render()
-    assert {"Deployment", "Service", "KafkaTopic"} <= {o["kind"] for o in objects}
+    assert {"Deployment", "Service", "KafkaTopic", "StreamSchema", "Role"} <= {
+        o["kind"] for o in objects
+    }
     for manifest in objects:
         dry_run_create(admin, manifest, namespace)
 
@@ -155,9 +158,54 @@ def test_pods_are_restricted() -> None:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert pod["automountServiceAccountToken"] is False
+        # Only the operator talks to the Kubernetes API.
+        uses_api = deployment["metadata"]["name"] == "jobflow-operator"
+        assert pod["automountServiceAccountToken"] is uses_api
         for container in pod["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
             assert set(container["resources"]) == {"requests", "limits"}
+
+
+def test_the_schema_config_map_carries_the_contract_files_byte_for_byte() -> None:
+    (config_map,) = kinds(render(), "ConfigMap").values()
+    assert config_map["data"] == {
+        "clickhouse.sql": (CONTRACTS / "clickhouse" / "schema.sql").read_text(),
+        "ksqldb.sql": (CONTRACTS / "ksqldb" / "statements.sql").read_text(),
+    }
+
+
+def test_the_operator_gets_exactly_the_rules_of_the_contract_file() -> None:
+    (role,) = kinds(render(), "Role").values()
+    rules = yaml.safe_load((CONTRACTS / "operator" / "rbac-rules.yaml").read_text())["rules"]
+    assert role["rules"] == rules
+    (binding,) = kinds(render(), "RoleBinding").values()
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "jobflow-operator", "namespace": "jobflow"}
+    ]
+    operator = kinds(render(), "Deployment")["jobflow-operator"]["spec"]["template"]["spec"]
+    assert operator["serviceAccountName"] == "jobflow-operator"
+    (container,) = operator["containers"]
+    known = {f"OPERATOR_{name}".upper() for name in OperatorSettings.model_fields}
+    assert {variable["name"] for variable in container["env"]} <= known
+    assert (
+        container["ports"][0]["containerPort"]
+        == OperatorSettings.model_fields["liveness_port"].default
+    )
+
+
+def test_schemas_point_at_the_servers_and_run_the_operators_image() -> None:
+    schemas = kinds(render(), "StreamSchema")
+    clickhouse, ksqldb = schemas["jobflow-clickhouse"]["spec"], schemas["jobflow-ksqldb"]["spec"]
+    assert clickhouse["target"] == {
+        "type": "clickhouse",
+        "url": "http://clickhouse:8123",
+        "credentialsSecret": {"name": "clickhouse-credentials"},
+    }
+    assert clickhouse["parameters"] == {"kafka_broker_list": "jobflow-kafka-bootstrap:9092"}
+    assert ksqldb["target"] == {"type": "ksqldb", "url": "http://ksqldb:8088"}
+    assert clickhouse["job"]["image"] == ksqldb["job"]["image"] == "jobflow-operator:0.1.0"
+    assert set(kinds(render("--set", "ksqldb.enabled=false"), "StreamSchema")) == {
+        "jobflow-clickhouse"
+    }

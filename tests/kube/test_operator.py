@@ -35,7 +35,6 @@ from tests.kube.apiserver import (
 )
 from tests.stack.processes import free_port
 
-CRD = REPO / "charts" / "jobflow" / "crds" / "streamschemas.jobflow.dev.yaml"
 STATEMENTS = "CREATE TABLE IF NOT EXISTS t (a String) ENGINE = Memory;"
 
 
@@ -98,29 +97,10 @@ def spec(statements: str = STATEMENTS, image: str = "jobflow:test") -> dict[str,
     }
 
 
-@pytest.fixture(scope="module")
-def crd_installed(control_plane: ControlPlane) -> None:
-    admin = api_client(control_plane.admin_kubeconfig)
-    extensions = client.ApiextensionsV1Api(admin)
-    try:
-        extensions.create_custom_resource_definition(yaml.safe_load(CRD.read_text()))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    def established() -> bool:
-        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-        if crd.status is None:
-            return False
-        return any(
-            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
-        )
-
-    eventually(established)
-
-
 @pytest.fixture
-def cluster(control_plane: ControlPlane, crd_installed: None, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(
+    control_plane: ControlPlane, jobflow_crds: list[str], tmp_path: Path
+) -> Iterator[Cluster]:
     """A namespace with the operator running in it as its ServiceAccount."""
     admin = api_client(control_plane.admin_kubeconfig)
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
