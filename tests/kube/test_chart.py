@@ -5,6 +5,7 @@ charts/jobflow/files/."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
@@ -169,7 +170,7 @@ def test_pods_are_restricted() -> None:
 
 
 def test_the_schema_config_map_carries_the_contract_files_byte_for_byte() -> None:
-    (config_map,) = kinds(render(), "ConfigMap").values()
+    config_map = kinds(render(), "ConfigMap")["jobflow-schema"]
     assert config_map["data"] == {
         "clickhouse.sql": (CONTRACTS / "clickhouse" / "schema.sql").read_text(),
         "ksqldb.sql": (CONTRACTS / "ksqldb" / "statements.sql").read_text(),
@@ -177,10 +178,10 @@ def test_the_schema_config_map_carries_the_contract_files_byte_for_byte() -> Non
 
 
 def test_the_operator_gets_exactly_the_rules_of_the_contract_file() -> None:
-    (role,) = kinds(render(), "Role").values()
+    role = kinds(render(), "Role")["jobflow-operator"]
     rules = yaml.safe_load((CONTRACTS / "operator" / "rbac-rules.yaml").read_text())["rules"]
     assert role["rules"] == rules
-    (binding,) = kinds(render(), "RoleBinding").values()
+    binding = kinds(render(), "RoleBinding")["jobflow-operator"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "jobflow-operator", "namespace": "jobflow"}
     ]
@@ -209,3 +210,90 @@ def test_schemas_point_at_the_servers_and_run_the_operators_image() -> None:
     assert set(kinds(render("--set", "ksqldb.enabled=false"), "StreamSchema")) == {
         "jobflow-clickhouse"
     }
+
+
+def test_the_connector_is_the_contract_file_with_credentials_from_the_secret() -> None:
+    (connector,) = kinds(render(), "KafkaConnector").values()
+    contract = json.loads((CONTRACTS / "connect" / "postgres-connector.json").read_text())
+    spec = connector["spec"]
+    assert spec["class"] == contract.pop("connector.class")
+    assert spec["tasksMax"] == int(contract.pop("tasks.max"))
+    config = dict(spec["config"])
+    assert config.pop("connection.url") == "jdbc:postgresql://jobflow-postgres:5432/postgres"
+    assert config.pop("connection.username") == "${secrets:jobflow/jobflow-postgres:username}"
+    assert config.pop("connection.password") == "${secrets:jobflow/jobflow-postgres:password}"
+    assert config == contract
+    (connect,) = kinds(render(), "KafkaConnect").values()
+    assert connector["metadata"]["labels"]["strimzi.io/cluster"] == connect["metadata"]["name"]
+    assert connect["metadata"]["annotations"]["strimzi.io/use-connector-resources"] == "true"
+    assert connect["spec"]["config"]["config.providers.secrets.class"] == (
+        "io.strimzi.kafka.KubernetesSecretConfigProvider"
+    )
+    (secret_role,) = (
+        r for r in kinds(render(), "Role").values() if r["metadata"]["name"].endswith("secrets")
+    )
+    assert secret_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["jobflow-postgres"],
+            "verbs": ["get"],
+        }
+    ]
+
+
+def test_postgres_gets_the_contract_ddl_and_generated_credentials() -> None:
+    objects = render()
+    init = kinds(objects, "ConfigMap")["jobflow-postgres-init"]
+    assert init["data"] == {"schema.sql": (CONTRACTS / "postgres" / "schema.sql").read_text()}
+    (secret,) = kinds(objects, "Secret").values()
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert len(base64.b64decode(secret["data"]["password"])) == 32
+    second = next(iter(kinds(render(), "Secret").values()))
+    assert second["data"]["password"] != secret["data"]["password"], "not a fixed password"
+
+
+def test_no_password_is_written_into_any_object_but_the_secret() -> None:
+    for manifest in render("--set", "informer.backend=postgres"):
+        if manifest["kind"] == "Secret":
+            continue
+        text = json.dumps(manifest)
+        assert "password" not in text.lower() or "secretKeyRef" in text or "${secrets:" in text, (
+            manifest["kind"],
+            manifest["metadata"]["name"],
+        )
+
+
+def test_an_external_postgres_replaces_the_statefulset() -> None:
+    objects = render("--set", "postgres.enabled=false", "--set", "postgres.host=db.example")
+    assert not kinds(objects, "StatefulSet")
+    (connector,) = kinds(objects, "KafkaConnector").values()
+    assert (
+        connector["spec"]["config"]["connection.url"]
+        == "jdbc:postgresql://db.example:5432/postgres"
+    )
+    result = helm("template", "jobflow", str(CHART), "--set", "postgres.enabled=false")
+    assert result.returncode != 0
+    assert "/postgres/host" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        (),
+        ("--set", "informer.backend=postgres", "--set", "ksqldb.enabled=false"),
+        ("--set", "postgres.enabled=false", "--set", "postgres.host=db.example"),
+    ],
+    ids=["default", "lite", "external-postgres"],
+)
+def test_each_profile_passes_the_strict_dry_run(
+    control_plane: ControlPlane,
+    strimzi_crds: list[str],
+    jobflow_crds: list[str],
+    profile: tuple[str, ...],
+) -> None:
+    admin = api_client(control_plane.admin_kubeconfig)
+    namespace = f"profile-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(admin).create_namespace({"metadata": {"name": namespace}})
+    for manifest in render(*profile):
+        dry_run_create(admin, manifest, namespace)

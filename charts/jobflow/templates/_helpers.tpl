@@ -110,3 +110,8 @@ spec:
       port: {{ .values.port }}
       targetPort: http
 {{- end -}}
+
+{{/* Where PostgreSQL is: the release's StatefulSet, or the external host. */}}
+{{- define "jobflow.postgresHost" -}}
+{{- if .Values.postgres.enabled -}}{{ include "jobflow.fullname" . }}-postgres{{- else -}}{{ .Values.postgres.host }}{{- end -}}
+{{- end -}}
