@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help up down status logs clean test test-unit test-stack test-operator kube-tools lint format typecheck docs
+.PHONY: help up down status logs clean test test-unit test-stack test-operator chart-check kube-tools lint format typecheck docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -67,6 +67,9 @@ kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the opera
 
 test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, the control-plane harness
 	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
+
+chart-check: $(VENV)/.synced kube-tools ## the chart, platform manifests and Dockerfiles, checked offline
+	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_platform_manifests.py tests/unit/test_images.py
 
 test: lint typecheck $(VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
 	@$(RUN) pytest
