@@ -39,8 +39,13 @@ class ServiceProcess:
 
 
 @contextmanager
-def service_process(service: str, environment: dict[str, str]) -> Iterator[ServiceProcess]:
-    """Run ``python -m jobflow <service>`` on a free port until live; stop it afterwards."""
+def service_process(
+    service: str, environment: dict[str, str], wait_live: bool = True
+) -> Iterator[ServiceProcess]:
+    """Run ``python -m jobflow <service>`` on a free port; stop it afterwards.
+
+    Unless ``wait_live`` is false, it is live (its /healthz answers) before this yields.
+    """
     port = free_port()
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "jobflow", service],
@@ -52,7 +57,9 @@ def service_process(service: str, environment: dict[str, str]) -> Iterator[Servi
     running = ServiceProcess(process, f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 30
-        while (answer := running.get("/healthz")) is None or answer.status_code != 200:
+        while wait_live and (
+            (answer := running.get("/healthz")) is None or answer.status_code != 200
+        ):
             assert process.poll() is None, (
                 f"{service} exited: {process.stdout and process.stdout.read()!r}"
             )

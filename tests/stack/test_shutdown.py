@@ -104,7 +104,9 @@ def test_an_error_no_retry_fixes_stops_the_process_without_committing(
     create_topics(kafka, target, config={"max.message.bytes": "64"})  # JobDone is ~150 bytes
     work = jobs(3, sleep_ms=1)
     produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
-    with service_process("processor", {**isolated, "KAFKA_PROCESSOR_TOPIC": target}) as processor:
+    environment = {**isolated, "KAFKA_PROCESSOR_TOPIC": target}
+    # It may stop before its probe ever answers, so its liveness is not waited for.
+    with service_process("processor", environment, wait_live=False) as processor:
         # It stops itself, so that its supervisor starts a fresh one; nothing is committed.
         processor.process.wait(timeout=60)
         output = processor.process.stdout.read().decode() if processor.process.stdout else ""
