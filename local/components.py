@@ -447,17 +447,14 @@ class ClickHouse(Component):
         client = self.client()
         try:
             version = (await client.execute("SELECT version()")).strip()
-        finally:
+        except BaseException:
             await client.close()
+            raise
         statements = split_statements(canonical)
         if version.split(".")[0] == "18":
             statements = adapt_for_clickhouse_18(statements, report)
-        target = ClickHouseTarget(
-            self.endpoint,
-            self.stack.clickhouse_user,
-            self.stack.clickhouse_password.get_secret_value(),
-        )
-        await apply(target, statements, self.stack.ready_timeout_s, report)
+        # apply() closes the target, and with it the client.
+        await apply(ClickHouseTarget(client), statements, self.stack.ready_timeout_s, report)
         warn_if_changed(
             self.name,
             "clickhouse/schema.sql",

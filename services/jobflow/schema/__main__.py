@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobflow.schema.apply import NotReadyError, apply
+from jobflow.schema.clickhouse import ClickHouseHttp
 from jobflow.schema.statements import render, split_statements
 from jobflow.schema.targets import ClickHouseTarget, KsqlDbTarget, Target, TargetError
 
@@ -43,7 +44,8 @@ class ApplySettings(BaseSettings):
 
     def build_target(self) -> Target:
         if self.target == "clickhouse":
-            return ClickHouseTarget(self.url, self.user, self.password.get_secret_value())
+            client = ClickHouseHttp(self.url, self.user, self.password.get_secret_value())
+            return ClickHouseTarget(client)
         return KsqlDbTarget(self.url)
 
 

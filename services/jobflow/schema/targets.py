@@ -23,8 +23,8 @@ class Target(Protocol):
 
 
 class ClickHouseTarget:
-    def __init__(self, url: str, user: str, password: str) -> None:
-        self._client = ClickHouseHttp(url, user, password)
+    def __init__(self, client: ClickHouseHttp) -> None:
+        self._client = client
 
     async def unready_reason(self) -> str | None:
         return await self._client.unready_reason()
