@@ -1,5 +1,5 @@
 """``python -m jobflow SERVICE``: run one service (receiver, processor, converter, informer,
-or the operator)."""
+or the operator), or ``smoke``: check a running pipeline end to end with one job."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
 
-SERVICES = ("receiver", "processor", "converter", "informer", "operator")
+SERVICES = ("receiver", "processor", "converter", "informer", "operator", "smoke")
 
 
 def build(service: str) -> tuple[FastAPI, ServiceSettings]:
@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> None:
         from jobflow.operator.run import main as run_operator
 
         run_operator()
+        return
+    if service == "smoke":
+        from jobflow.smoke import main as run_smoke
+
+        run_smoke()
         return
     app, settings = build(service)
     serve(app, settings, service)
