@@ -72,6 +72,7 @@ class KubeBinaries:
     kube_apiserver: Path
     kube_controller_manager: Path
     helm: Path
+    prometheus_operator_crds: Path
 
 
 def build_needed() -> bool:
@@ -102,6 +103,7 @@ def binaries() -> KubeBinaries:
         kube_apiserver=bin_dir / "kube-apiserver",
         kube_controller_manager=bin_dir / "kube-controller-manager",
         helm=bin_dir / "helm",
+        prometheus_operator_crds=local_dir() / "kube" / "crds" / "prometheus-operator",
     )
 
 

@@ -74,3 +74,12 @@ def strimzi_crds(control_plane: ControlPlane) -> list[str]:
 def jobflow_crds(control_plane: ControlPlane) -> list[str]:
     """The chart's own CRDs (charts/jobflow/crds/) installed on the control plane."""
     return install_crds(control_plane, sorted(JOBFLOW_CRDS.glob("*.yaml")))
+
+
+@pytest.fixture(scope="session")
+def prometheus_operator_crds(control_plane: ControlPlane) -> list[str]:
+    """The Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs (pinned in
+    tools/kube/build.sh) installed on the control plane; the names of their kinds."""
+    return install_crds(
+        control_plane, sorted(apiserver.binaries().prometheus_operator_crds.glob("*.yaml"))
+    )

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the control plane that tests/kube runs (etcd, kube-apiserver, kube-controller-manager)
 # and helm (the offline chart checks) from the Go modules pinned in tools/kube, tools/etcd and
-# tools/helm, into ${LOCAL_DIR:-<repo>/.local}/kube/bin.
+# tools/helm, into ${LOCAL_DIR:-<repo>/.local}/kube/bin, and takes the Prometheus Operator's
+# CRDs (ServiceMonitor, PodMonitor, PrometheusRule: the chart renders them when a cluster has
+# them) from its pinned Go module into ${LOCAL_DIR:-<repo>/.local}/kube/crds.
 #
 # Idempotent: a stamp file records a hash of the pins (go.mod, go.sum), this script and the Go
 # version; when it matches and the binaries are there, nothing is built. Safe to run
@@ -60,12 +62,22 @@ fingerprint="$(
   } | sha256sum | cut -d' ' -f1
 )"
 binaries=(etcd kube-apiserver kube-controller-manager helm)
+crds="$out/crds/prometheus-operator"
+# The Prometheus Operator release whose CRDs the chart is checked against, and the module's
+# go.sum hash: the download is verified against it, as go.sum would.
+prometheus_operator_module=github.com/prometheus-operator/prometheus-operator
+prometheus_operator_version=v0.85.0
+prometheus_operator_sum="h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s="
+prometheus_operator_crds=(servicemonitors podmonitors prometheusrules)
 
 up_to_date() {
   [[ "${KUBE_BUILD_FORCE:-0}" != 1 && -f "$stamp" ]] || return 1
   [[ "$(cat "$stamp")" == "$fingerprint" ]] || return 1
   local name
   for name in "${binaries[@]}"; do [[ -x "$bin/$name" ]] || return 1; done
+  for name in "${prometheus_operator_crds[@]}"; do
+    [[ -f "$crds/monitoring.coreos.com_$name.yaml" ]] || return 1
+  done
 }
 
 if ((check_only)); then
@@ -121,6 +133,19 @@ build "$here" k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-mana
 helm_version="$(module_version "$helm_module" helm.sh/helm/v4)"
 build "$helm_module" helm.sh/helm/v4/cmd/helm helm \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version"
+
+say "Prometheus Operator $prometheus_operator_version CRDs"
+download="$(cd / && GOFLAGS= "$go" mod download -json "$prometheus_operator_module@$prometheus_operator_version")"
+module_dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$download")"
+module_sum="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$download")"
+if [[ "$module_sum" != "$prometheus_operator_sum" ]]; then
+  say "$prometheus_operator_module@$prometheus_operator_version: hash $module_sum, expected $prometheus_operator_sum" >&2
+  exit 1
+fi
+mkdir -p "$crds"
+for name in "${prometheus_operator_crds[@]}"; do
+  install -m 0644 "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_$name.yaml" "$crds/"
+done
 
 echo "$fingerprint" >"$stamp"
 say "done in $((SECONDS - started)) s: $bin"
