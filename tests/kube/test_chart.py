@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import uuid
-from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
-from local.config import CONTRACTS, REPO
+from local.config import CONTRACTS
 from pydantic_settings import BaseSettings
 
 from jobflow.converter.service import ConverterSettings
@@ -23,9 +21,9 @@ from jobflow.informer.service import InformerSettings
 from jobflow.operator.run import OperatorSettings
 from jobflow.processor.service import ProcessorSettings
 from jobflow.receiver.service import ReceiverSettings
-from tests.kube.apiserver import ControlPlane, api_client, binaries, dry_run_create
+from tests.kube.apiserver import ControlPlane, api_client, dry_run_create
+from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, kinds, render
 
-CHART = REPO / "charts" / "jobflow"
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
     "receiver": ReceiverSettings,
     "processor": ProcessorSettings,
@@ -33,22 +31,6 @@ SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
     "informer": InformerSettings,
 }
 SHARED_SETTINGS = (KafkaSettings, PostgresSettings)
-
-
-def helm(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
-        [str(binaries().helm), *arguments], capture_output=True, text=True, check=False
-    )
-
-
-def render(*arguments: str) -> list[dict[str, Any]]:
-    result = helm("template", "jobflow", str(CHART), "--namespace", "jobflow", *arguments)
-    assert result.returncode == 0, result.stderr
-    return [document for document in yaml.safe_load_all(result.stdout) if document]
-
-
-def kinds(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
 def test_helm_lint_strict_passes() -> None:
@@ -277,19 +259,20 @@ def test_an_external_postgres_replaces_the_statefulset() -> None:
     assert "/postgres/host" in result.stderr
 
 
+def test_the_profiles_are_the_ones_documented() -> None:
+    assert set(PROFILES) == {"lite", "loadtest", "external-postgres"}
+
+
 @pytest.mark.parametrize(
     "profile",
-    [
-        (),
-        ("--set", "informer.backend=postgres", "--set", "ksqldb.enabled=false"),
-        ("--set", "postgres.enabled=false", "--set", "postgres.host=db.example"),
-    ],
-    ids=["default", "lite", "external-postgres"],
+    [(), *PROFILES.values(), WITH_PROMETHEUS_OPERATOR],
+    ids=["default", *PROFILES, "prometheus-operator"],
 )
 def test_each_profile_passes_the_strict_dry_run(
     control_plane: ControlPlane,
     strimzi_crds: list[str],
     jobflow_crds: list[str],
+    prometheus_operator_crds: list[str],
     profile: tuple[str, ...],
 ) -> None:
     admin = api_client(control_plane.admin_kubeconfig)

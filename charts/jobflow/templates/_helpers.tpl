@@ -22,11 +22,15 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* A component's image; call with (dict "root" $ "component" "receiver"). */}}
+{{/*
+A component's image; call with (dict "root" $ "component" "receiver"). image.overrides names a
+component's whole image reference (skaffold sets them to what it built).
+*/}}
 {{- define "jobflow.image" -}}
 {{- $image := .root.Values.image -}}
 {{- $name := printf "%s-%s:%s" $image.repository .component (default .root.Chart.AppVersion $image.tag) -}}
-{{- if $image.registry -}}{{ printf "%s/%s" $image.registry $name }}{{- else -}}{{ $name }}{{- end -}}
+{{- if get $image.overrides .component -}}{{ get $image.overrides .component }}
+{{- else if $image.registry -}}{{ printf "%s/%s" $image.registry $name }}{{- else -}}{{ $name }}{{- end -}}
 {{- end -}}
 
 {{/*
@@ -45,7 +49,9 @@ metadata:
   labels:
     {{- include "jobflow.labels" . | nindent 4 }}
 spec:
+  {{- if not (and .values.autoscaling .values.autoscaling.enabled) }}
   replicas: {{ .values.replicas }}
+  {{- end }}
   selector:
     matchLabels:
       {{- include "jobflow.selectorLabels" . | nindent 6 }}
@@ -53,10 +59,12 @@ spec:
     metadata:
       labels:
         {{- include "jobflow.selectorLabels" . | nindent 8 }}
+      {{- if eq (include "jobflow.metricsDiscovery" $root) "annotations" }}
       annotations:
         prometheus.io/scrape: "true"
         prometheus.io/port: {{ .values.port | quote }}
         prometheus.io/path: /metrics
+      {{- end }}
     spec:
       automountServiceAccountToken: false
       enableServiceLinks: false
@@ -114,4 +122,24 @@ spec:
 {{/* Where PostgreSQL is: the release's StatefulSet, or the external host. */}}
 {{- define "jobflow.postgresHost" -}}
 {{- if .Values.postgres.enabled -}}{{ include "jobflow.fullname" . }}-postgres{{- else -}}{{ .Values.postgres.host }}{{- end -}}
+{{- end -}}
+
+
+{{/*
+How Prometheus finds the services: "serviceMonitor" (a ServiceMonitor for the Prometheus
+Operator) or "annotations" (prometheus.io/* on the pods, for a Prometheus that discovers pods by
+annotation). metrics.discovery "auto" picks the first when the cluster serves the
+ServiceMonitor kind.
+*/}}
+{{- define "jobflow.metricsDiscovery" -}}
+{{- $mode := .Values.metrics.discovery -}}
+{{- if eq $mode "auto" -}}
+{{- $mode = ternary "serviceMonitor" "annotations" (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") -}}
+{{- end -}}
+{{- $mode -}}
+{{- end -}}
+
+{{/* The services that serve /metrics on their "http" port. */}}
+{{- define "jobflow.services" -}}
+{{- list "receiver" "processor" "converter" "informer" | toJson -}}
 {{- end -}}

@@ -1,0 +1,275 @@
+"""What the chart gives operators: disruption budgets, the receiver's autoscaler, metrics
+discovery, `helm test`, the yandex-tank Job, documented values and a profile that fits
+minikube. Rendered offline; the strict dry-run of every profile is in test_chart.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from local.config import CONTRACTS, REPO
+
+from jobflow.smoke import SmokeSettings
+from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, kinds, render
+
+SERVICES = ("receiver", "processor", "converter", "informer")
+
+
+def test_each_service_has_a_disruption_budget_that_selects_its_pods() -> None:
+    objects = render()
+    budgets = kinds(objects, "PodDisruptionBudget")
+    assert set(budgets) == {f"jobflow-{service}" for service in SERVICES}
+    deployments = kinds(objects, "Deployment")
+    for name, budget in budgets.items():
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert "minAvailable" not in budget["spec"], "a one-replica service must stay drainable"
+        pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        other_services = set(deployments) - {name}
+        for other in other_services:
+            other_labels = deployments[other]["spec"]["template"]["metadata"]["labels"]
+            assert not budget["spec"]["selector"]["matchLabels"].items() <= other_labels.items()
+    assert not kinds(render("--set", "podDisruptionBudget.enabled=false"), "PodDisruptionBudget")
+
+
+def test_the_receiver_autoscales_on_cpu_and_leaves_replicas_to_the_autoscaler() -> None:
+    objects = render()
+    (autoscaler,) = kinds(objects, "HorizontalPodAutoscaler").values()
+    assert autoscaler["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "jobflow-receiver",
+    }
+    assert (autoscaler["spec"]["minReplicas"], autoscaler["spec"]["maxReplicas"]) == (1, 4)
+    (metric,) = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # Utilisation is relative to the request: without one the autoscaler cannot work.
+    receiver = kinds(objects, "Deployment")["jobflow-receiver"]
+    assert "replicas" not in receiver["spec"], "helm upgrade would reset what the HPA scaled to"
+    assert receiver["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+    assert kinds(objects, "Deployment")["jobflow-processor"]["spec"]["replicas"] == 1
+
+    fixed = render("--set", "receiver.autoscaling.enabled=false", "--set", "receiver.replicas=3")
+    assert not kinds(fixed, "HorizontalPodAutoscaler")
+    assert kinds(fixed, "Deployment")["jobflow-receiver"]["spec"]["replicas"] == 3
+
+
+def test_without_the_prometheus_operator_pods_carry_scrape_annotations() -> None:
+    objects = render()
+    assert not kinds(objects, "ServiceMonitor")
+    for service in SERVICES:
+        template = kinds(objects, "Deployment")[f"jobflow-{service}"]["spec"]["template"]
+        port = template["spec"]["containers"][0]["ports"][0]["containerPort"]
+        assert template["metadata"]["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }
+
+
+def test_with_the_prometheus_operator_a_service_monitor_selects_exactly_the_services() -> None:
+    objects = render(*WITH_PROMETHEUS_OPERATOR)
+    (monitor,) = kinds(objects, "ServiceMonitor").values()
+    for deployment in kinds(objects, "Deployment").values():
+        assert "annotations" not in deployment["spec"]["template"]["metadata"]
+    selector = monitor["spec"]["selector"]
+    (expression,) = selector["matchExpressions"]
+    selected = {
+        name
+        for name, service in kinds(objects, "Service").items()
+        if selector["matchLabels"].items() <= service["metadata"]["labels"].items()
+        and service["metadata"]["labels"]["app.kubernetes.io/component"] in expression["values"]
+    }
+    assert selected == {f"jobflow-{service}" for service in SERVICES}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    for name in selected:
+        assert endpoint["port"] in {
+            p["name"] for p in kinds(objects, "Service")[name]["spec"]["ports"]
+        }
+    assert endpoint["path"] == "/metrics"
+
+
+@pytest.mark.parametrize(("discovery", "monitors"), [("annotations", 0), ("serviceMonitor", 1)])
+def test_metrics_discovery_can_be_forced(discovery: str, monitors: int) -> None:
+    objects = render(*WITH_PROMETHEUS_OPERATOR, "--set", f"metrics.discovery={discovery}")
+    assert len(kinds(objects, "ServiceMonitor")) == monitors
+
+
+def test_the_service_monitor_carries_the_labels_a_prometheus_selects_by() -> None:
+    objects = render(
+        "--set",
+        "metrics.discovery=serviceMonitor",
+        "--set-string",
+        "metrics.serviceMonitorLabels.release=kube-prometheus-stack",
+    )
+    (monitor,) = kinds(objects, "ServiceMonitor").values()
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_helm_test_runs_the_smoke_command_against_the_release_services() -> None:
+    objects = render()
+    pod = kinds(objects, "Pod")["jobflow-smoke-test"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "jobflow", "smoke"]
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    known = {f"SMOKE_{name}".upper() for name in SmokeSettings.model_fields}
+    assert set(env) <= known
+    services = kinds(objects, "Service")
+    for component in ("receiver", "informer"):
+        url = env[f"SMOKE_{component.upper()}_URL"]
+        host, port = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url).groups()
+        assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+        assert services[host]["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_the_loadtest_is_off_by_default_and_is_the_contract_files_when_on() -> None:
+    assert not kinds(render(), "Job")
+    objects = render(*PROFILES["loadtest"])
+    config = kinds(objects, "ConfigMap")["jobflow-loadtest"]
+    files = CONTRACTS / "loadtest"
+    assert config["data"] == {
+        "seed.yaml": (files / "seed.yaml").read_text(),
+        "ramp.yaml": (files / "ramp.yaml").read_text(),
+        "ammo.txt": (files / "ammo.txt").read_bytes().decode(),
+    }
+    (job,) = kinds(objects, "Job").values()
+    assert job["metadata"]["name"] == "jobflow-loadtest-1", "a new run for each revision"
+    assert job["spec"]["backoffLimit"] == 0
+    (tank,) = job["spec"]["template"]["spec"]["initContainers"]
+    assert tank["args"] == [
+        "--config=/etc/tank/seed.yaml",
+        "--option=phantom.address=jobflow-receiver:8001",
+        "--option=phantom.ammofile=/etc/tank/ammo.txt",
+    ]
+    assert kinds(objects, "Service")["jobflow-receiver"]["spec"]["ports"][0]["port"] == 8001
+    mounts = {m["mountPath"]: m["name"] for m in tank["volumeMounts"]}
+    assert mounts["/etc/tank"] == "profiles"
+    assert tank["workingDir"] in mounts
+    (holder,) = job["spec"]["template"]["spec"]["containers"]
+    assert {m["mountPath"] for m in holder["volumeMounts"]} == {tank["workingDir"]}
+
+
+def test_the_seed_profile_is_the_seeds_load() -> None:
+    seed = yaml.safe_load((CONTRACTS / "loadtest" / "seed.yaml").read_text())
+    assert seed["phantom"]["load_profile"] == {"load_type": "rps", "schedule": "const(25, 300s)"}
+    assert "autostop" not in seed, "the acceptance run counts every error instead of stopping"
+    ramp = yaml.safe_load((CONTRACTS / "loadtest" / "ramp.yaml").read_text())
+    assert ramp["phantom"]["load_profile"]["schedule"].startswith("line(1, ")
+
+
+def test_the_ammo_is_one_post_to_create_job_whose_size_is_its_length() -> None:
+    ammo = (CONTRACTS / "loadtest" / "ammo.txt").read_bytes()
+    header, request = ammo.split(b"\n", 1)
+    size, tag = header.split(b" ")
+    assert int(size) == len(request)
+    assert tag == b"create_job"
+    assert request.startswith(b"POST /api/v1/create/job HTTP/1.1\r\n")
+    assert request.endswith(b"\r\n\r\n")
+    assert b"\r\nContent-Length: 0\r\n" in request, "the seed's curl posts no body"
+
+
+def values_keys(path: Path) -> list[tuple[int, str]]:
+    """(line number, key) of every mapping key in a values file, nested ones included."""
+    keys = []
+    for number, line in enumerate(path.read_text().splitlines()):
+        match = re.match(r"^\s*([A-Za-z][A-Za-z0-9]*):", line)
+        if match:
+            keys.append((number, match.group(1)))
+    return keys
+
+
+def test_values_yaml_documents_every_key() -> None:
+    path = CHART / "values.yaml"
+    lines = path.read_text().splitlines()
+    inline_maps = {"requests", "limits"}  # resources' {cpu, memory}, documented by "resources"
+    undocumented = []
+    for number, key in values_keys(path):
+        if key in inline_maps:
+            continue
+        above = number - 1
+        while above >= 0 and lines[above].lstrip().startswith("#") and "# --" not in lines[above]:
+            above -= 1
+        if above < 0 or "# --" not in lines[above]:
+            undocumented.append(f"{number + 1}: {key}")
+    assert not undocumented
+
+
+# What minikube itself asks for (kube-system: apiserver 250m, controller-manager 200m,
+# scheduler 100m, etcd 100m + 100Mi, coredns 100m + 70Mi, storage-provisioner), and the Strimzi
+# cluster operator's chart defaults (200m, 384Mi).
+MINIKUBE_SYSTEM = {"cpu": 0.85, "memory": 170 * 2**20}
+STRIMZI_OPERATOR = {"cpu": 0.2, "memory": 384 * 2**20}
+MINIKUBE = {"cpu": 4.0, "memory": 8 * 2**30}
+
+
+def quantity(value: str | int | float) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    text = str(value)
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def requests_of(resources: dict[str, Any] | None) -> dict[str, float]:
+    wanted = (resources or {}).get("requests", {})
+    return {name: quantity(wanted.get(name, 0)) for name in ("cpu", "memory")}
+
+
+def platform_requests() -> list[dict[str, float]]:
+    found = []
+    kafka = list(yaml.safe_load_all((REPO / "k8s" / "strimzi" / "kafka.yaml").read_text()))
+    for document in kafka:
+        if document["kind"] == "KafkaNodePool":
+            found.append(requests_of(document["spec"]["resources"]))
+        if document["kind"] == "Kafka":
+            entity = document["spec"]["entityOperator"]
+            found += [
+                requests_of(entity[o]["resources"]) for o in ("topicOperator", "userOperator")
+            ]
+            found.append(requests_of(document["spec"]["kafkaExporter"]["resources"]))
+    clickhouse = yaml.safe_load_all((REPO / "k8s" / "clickhouse" / "clickhouse.yaml").read_text())
+    for document in clickhouse:
+        if document["kind"] == "StatefulSet":
+            found += [
+                requests_of(c.get("resources"))
+                for c in document["spec"]["template"]["spec"]["containers"]
+            ]
+    return found
+
+
+def test_the_lite_profile_fits_a_four_cpu_eight_gib_minikube() -> None:
+    objects = render(*PROFILES["lite"])
+    assert not any(
+        c["name"] == "ksqldb" for o in objects for c in o.get("spec", {}).get("containers", [])
+    )
+    wanted = [MINIKUBE_SYSTEM, STRIMZI_OPERATOR, *platform_requests()]
+    for manifest in objects:
+        if manifest["kind"] in {"Deployment", "StatefulSet"}:
+            replicas = manifest["spec"].get("replicas", 1)
+            for container in manifest["spec"]["template"]["spec"]["containers"]:
+                wanted += [requests_of(container["resources"])] * replicas
+        if manifest["kind"] == "KafkaConnect":
+            wanted += [requests_of(manifest["spec"]["resources"])] * manifest["spec"]["replicas"]
+    for resource in ("cpu", "memory"):
+        total = sum(w[resource] for w in wanted)
+        # A quarter stays free for the apply Jobs, the helm test pod and rollouts' surges.
+        assert total <= 0.75 * MINIKUBE[resource], (resource, total)
+
+
+def test_the_default_profile_sets_every_resource() -> None:
+    result = helm("template", "jobflow", str(CHART), "--set", "loadtest.enabled=true")
+    assert result.returncode == 0, result.stderr
+    for manifest in yaml.safe_load_all(result.stdout):
+        if not manifest or manifest["kind"] not in {"Deployment", "StatefulSet", "Job", "Pod"}:
+            continue
+        spec = (
+            manifest["spec"] if manifest["kind"] == "Pod" else manifest["spec"]["template"]["spec"]
+        )
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert set(container["resources"]) == {"requests", "limits"}, manifest["metadata"]
