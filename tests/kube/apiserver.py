@@ -71,6 +71,7 @@ class KubeBinaries:
     etcd: Path
     kube_apiserver: Path
     kube_controller_manager: Path
+    kubectl: Path
     helm: Path
     prometheus_operator_crds: Path
 
@@ -102,6 +103,7 @@ def binaries() -> KubeBinaries:
         etcd=bin_dir / "etcd",
         kube_apiserver=bin_dir / "kube-apiserver",
         kube_controller_manager=bin_dir / "kube-controller-manager",
+        kubectl=bin_dir / "kubectl",
         helm=bin_dir / "helm",
         prometheus_operator_crds=local_dir() / "kube" / "crds" / "prometheus-operator",
     )

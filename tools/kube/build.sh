@@ -61,7 +61,7 @@ fingerprint="$(
     cat "${BASH_SOURCE[0]}"
   } | sha256sum | cut -d' ' -f1
 )"
-binaries=(etcd kube-apiserver kube-controller-manager helm)
+binaries=(etcd kube-apiserver kube-controller-manager kubectl helm)
 crds="$out/crds/prometheus-operator"
 # The Prometheus Operator release whose CRDs the chart is checked against, and the module's
 # go.sum hash: the download is verified against it, as go.sum would.
@@ -130,12 +130,13 @@ build "$etcd_module" go.etcd.io/etcd/server/v3 etcd \
   "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=module-$etcd_version"
 build "$here" k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$kube_ldflags"
 build "$here" k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "$kube_ldflags"
+build "$here" k8s.io/kubernetes/cmd/kubectl kubectl "$kube_ldflags"
 helm_version="$(module_version "$helm_module" helm.sh/helm/v4)"
 build "$helm_module" helm.sh/helm/v4/cmd/helm helm \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version"
 
 say "Prometheus Operator $prometheus_operator_version CRDs"
-download="$(cd / && GOFLAGS= "$go" mod download -json "$prometheus_operator_module@$prometheus_operator_version")"
+download="$(cd / && GOFLAGS='' "$go" mod download -json "$prometheus_operator_module@$prometheus_operator_version")"
 module_dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$download")"
 module_sum="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$download")"
 if [[ "$module_sum" != "$prometheus_operator_sum" ]]; then
