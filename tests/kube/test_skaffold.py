@@ -1,0 +1,166 @@
+"""skaffold.yaml, checked offline: every config and every profile against skaffold's published
+schema (skaffold/v4beta14), the files it names, the images it builds against the chart, and
+the order of deployment."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+from local.config import REPO
+
+from tests.kube.chart import CHART, PROFILES
+from tests.kube.conftest import SHARED, STRIMZI_CRDS
+
+SKAFFOLD = REPO / "skaffold.yaml"
+SCHEMA = SHARED / "skaffold-schema" / "v4beta14.json"
+
+
+def configs() -> dict[str, dict[str, Any]]:
+    return {c["metadata"]["name"]: c for c in yaml.safe_load_all(SKAFFOLD.read_text())}
+
+
+def with_profiles(config: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """The config as skaffold resolves it with ``names`` active (profiles here only patch)."""
+    resolved = copy.deepcopy(config)
+    profiles = resolved.pop("profiles", [])
+    for profile in profiles:
+        if profile["name"] in names:
+            assert set(profile) == {"name", "patches"}, "profiles only patch, so this is exact"
+            resolved = jsonpatch.apply_patch(resolved, profile["patches"])
+    return resolved
+
+
+def profile_names() -> set[str]:
+    return {p["name"] for c in configs().values() for p in c.get("profiles", [])}
+
+
+PROFILE_SETS = [set(), {"lite"}, {"loadtest"}, {"lite", "loadtest"}]
+
+
+@pytest.fixture(scope="module")
+def validator() -> Draft7Validator:
+    if not SCHEMA.is_file():
+        pytest.skip(f"skaffold's schema not found at {SCHEMA}")
+    return Draft7Validator(json.loads(SCHEMA.read_text()))
+
+
+def test_the_profiles_are_lite_and_loadtest() -> None:
+    assert profile_names() == {"lite", "loadtest"}
+    assert [c["apiVersion"] for c in configs().values()] == ["skaffold/v4beta14"] * 5
+
+
+@pytest.mark.parametrize("active", PROFILE_SETS, ids=lambda s: "+".join(sorted(s)) or "none")
+def test_every_config_with_its_profiles_applied_is_valid(
+    validator: Draft7Validator, active: set[str]
+) -> None:
+    for name, config in configs().items():
+        errors = [
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(with_profiles(config, active))
+        ]
+        assert not errors, (name, errors)
+
+
+def test_the_schema_rejects_a_misspelt_field(validator: Draft7Validator) -> None:
+    config = copy.deepcopy(configs()["jobflow"])
+    config["deploy"]["helm"]["releases"][0]["valueFiles"] = []
+    assert not validator.is_valid(config)
+
+
+@pytest.mark.parametrize("active", PROFILE_SETS, ids=lambda s: "+".join(sorted(s)) or "none")
+def test_every_file_named_exists(active: set[str]) -> None:
+    for config in configs().values():
+        resolved = with_profiles(config, active)
+        named = list(resolved.get("manifests", {}).get("rawYaml", []))
+        for deployer in resolved.get("deploy", {}).values():
+            for release in deployer.get("releases", []):
+                named += release.get("valuesFiles", [])
+                named += [release["chartPath"]] if "chartPath" in release else []
+            for stage in deployer.get("hooks", {}).values():
+                named += [hook["host"]["command"][0] for hook in stage]
+        for artifact in resolved.get("build", {}).get("artifacts", []):
+            named.append(str(Path(artifact.get("context", ".")) / artifact["docker"]["dockerfile"]))
+        missing = [path for path in named if not (REPO / path).exists()]
+        assert not missing
+
+
+def test_each_profile_deploys_the_chart_with_its_tested_values_file() -> None:
+    for active in PROFILE_SETS:
+        (release,) = with_profiles(configs()["jobflow"], active)["deploy"]["helm"]["releases"]
+        assert sorted(release["valuesFiles"]) == sorted(
+            str(Path(PROFILES[name][1]).relative_to(REPO)) for name in active
+        )
+    platform = with_profiles(configs()["platform"], {"lite"})["manifests"]["rawYaml"]
+    assert not any("ksqldb" in path for path in platform)
+    assert any("ksqldb" in path for path in configs()["platform"]["manifests"]["rawYaml"])
+
+
+def dockerfile_targets(path: Path) -> set[str]:
+    return set(
+        re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", path.read_text(), re.MULTILINE | re.IGNORECASE)
+    )
+
+
+def test_the_images_built_are_the_images_the_chart_runs() -> None:
+    config = configs()["jobflow"]
+    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
+    components = set(yaml.safe_load((CHART / "values.yaml").read_text())["image"]["overrides"])
+    assert set(artifacts) == {f"jobflow-{component}" for component in components}
+    for image, artifact in artifacts.items():
+        target = artifact["docker"].get("target")
+        dockerfile = REPO / artifact.get("context", ".") / artifact["docker"]["dockerfile"]
+        assert target is None or target in dockerfile_targets(dockerfile), image
+    (release,) = config["deploy"]["helm"]["releases"]
+    assert release["setValueTemplates"] == {
+        f"image.overrides.{component}": f"{{{{.IMAGE_FULLY_QUALIFIED_jobflow_{component}}}}}"
+        for component in components
+    }
+
+
+def deploy_order() -> list[str]:
+    """Configs in an order skaffold may deploy them: each after everything it requires."""
+    graph = {
+        name: [n for r in c.get("requires", []) for n in r["configs"]]
+        for name, c in configs().items()
+    }
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"cycle: {path}"
+        for required in graph[name]:
+            visit(required, (*path, name))
+        if name not in order:
+            order.append(name)
+
+    for name in graph:
+        visit(name, ())
+    return order
+
+
+def test_everything_is_deployed_after_what_it_needs() -> None:
+    order = deploy_order()
+    # The namespace before the Strimzi operator (it makes RoleBindings there); the operator's
+    # CRDs before Kafka; Kafka, the Prometheus Operator's CRDs and the Secrets before the chart.
+    assert order.index("namespace") < order.index("strimzi") < order.index("platform")
+    assert order.index("platform") < order.index("jobflow")
+    assert order.index("monitoring") < order.index("jobflow")
+
+
+def test_strimzi_is_the_release_whose_crds_the_chart_is_checked_against() -> None:
+    (release,) = configs()["strimzi"]["deploy"]["helm"]["releases"]
+    assert release["version"] == "1.2.0"
+    readme = (STRIMZI_CRDS / "README.md").read_text() if STRIMZI_CRDS.is_dir() else "1.2.0"
+    assert "1.2.0" in readme
+    namespace = yaml.safe_load((REPO / "k8s" / "namespace.yaml").read_text())["metadata"]["name"]
+    assert release["setValues"] == {"watchNamespaces[0]": namespace}
+    (chart,) = configs()["jobflow"]["deploy"]["helm"]["releases"]
+    assert chart["namespace"] == namespace
+    assert configs()["platform"]["deploy"]["kubectl"]["defaultNamespace"] == namespace
