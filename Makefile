@@ -12,7 +12,8 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help up down status logs clean test test-unit test-stack test-operator chart-check kube-tools lint format typecheck docs
+.PHONY: help up down status logs clean test test-unit test-stack test-operator chart-check kube-tools lint format typecheck docs \
+	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,9 +46,12 @@ logs: $(VENV)/.synced ## last lines of every log (make logs NAME=receiver FOLLOW
 clean: $(VENV)/.synced ## stop everything and delete its data and logs
 	@$(PYTHON) -m local clean
 
-lint: $(VENV)/.synced ## ruff (lint and format check)
+SHELL_SCRIPTS := .ci/run tools/kube/build.sh k8s/ensure-secrets.sh k8s/port-forward.sh loadtest/run-in-cluster.sh
+
+lint: $(VENV)/.synced ## ruff (lint and format check), shellcheck
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
+	@$(RUN) shellcheck $(SHELL_SCRIPTS)
 
 format: $(VENV)/.synced ## ruff format and autofix
 	@$(RUN) ruff format .
@@ -68,11 +72,50 @@ kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the opera
 test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, the control-plane harness
 	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
 
-chart-check: $(VENV)/.synced kube-tools ## the chart, platform manifests and Dockerfiles, checked offline
-	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_platform_manifests.py tests/unit/test_images.py
+chart-check: $(VENV)/.synced kube-tools ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
+	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py \
+		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
+		tests/kube/test_deploy_scripts.py tests/unit/test_images.py
 
 test: lint typecheck $(VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
 	@$(RUN) pytest
 
 docs: $(VENV)/.synced ## regenerate the README's configuration table from the settings classes
 	@$(PYTHON) -m local.config_table --write
+
+# --- Kubernetes (minikube): see docs/kubernetes.md. These need minikube, kubectl, helm and
+# skaffold on PATH; nothing here runs them in `make test`.
+KUBE_NAMESPACE ?= jobflow
+RELEASE ?= jobflow
+PROFILE ?=
+LOADTEST_PROFILE ?= seed
+MINIKUBE_CPUS ?= 4
+MINIKUBE_MEMORY ?= 8g
+export KUBE_NAMESPACE RELEASE LOADTEST_PROFILE
+
+require = @for tool in $(1); do command -v $$tool >/dev/null || { \
+	echo "$$tool is not on PATH (docs/kubernetes.md lists what to install)" >&2; exit 1; }; done
+
+minikube-up: ## start minikube sized for jobflow (MINIKUBE_CPUS=4, MINIKUBE_MEMORY=8g) with metrics-server
+	$(call require,minikube)
+	minikube start --cpus $(MINIKUBE_CPUS) --memory $(MINIKUBE_MEMORY) --addons metrics-server
+
+deploy: ## build the images into minikube and deploy everything (PROFILE=lite, loadtest or lite,loadtest)
+	$(call require,skaffold kubectl helm)
+	skaffold run $(if $(PROFILE),--profile $(PROFILE))
+
+port-forward: ## receiver 8001, informer 8004, Grafana 3000, Prometheus 9090 on 127.0.0.1 (Ctrl-C stops)
+	$(call require,kubectl)
+	@k8s/port-forward.sh
+
+smoke: ## helm test: one job through the deployed pipeline, until the informer says finish
+	$(call require,helm)
+	helm test $(RELEASE) -n $(KUBE_NAMESPACE) --logs
+
+loadtest: ## yandex-tank in the cluster (LOADTEST_PROFILE=seed or ramp); artifacts to loadtest/results/
+	$(call require,kubectl helm)
+	@loadtest/run-in-cluster.sh
+
+undeploy: ## remove what `make deploy` installed; volumes and the generated Secrets stay
+	$(call require,skaffold)
+	skaffold delete

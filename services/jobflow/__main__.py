@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
 
-SERVICES = ("receiver", "processor", "converter", "informer", "operator", "smoke")
+# Each service is an image (services/Dockerfile); smoke is a check run from any of them.
+SERVICES = ("receiver", "processor", "converter", "informer", "operator")
+COMMANDS = (*SERVICES, "smoke")
 
 
 def build(service: str) -> tuple[FastAPI, ServiceSettings]:
@@ -42,7 +44,7 @@ def build(service: str) -> tuple[FastAPI, ServiceSettings]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="jobflow", description=__doc__)
-    parser.add_argument("service", choices=SERVICES)
+    parser.add_argument("service", choices=COMMANDS)
     service = parser.parse_args(argv).service
     if service == "operator":
         from jobflow.operator.run import main as run_operator
