@@ -110,12 +110,14 @@ port-forward: ## receiver 8001, informer 8004, Grafana 3000, Prometheus 9090 on 
 
 smoke: ## helm test: one job through the deployed pipeline, until the informer says finish
 	$(call require,helm)
-	helm test $(RELEASE) -n $(KUBE_NAMESPACE) --logs
+	helm test $(RELEASE) -n $(KUBE_NAMESPACE) --logs --timeout 5m
 
 loadtest: ## yandex-tank in the cluster (LOADTEST_PROFILE=seed or ramp); artifacts to loadtest/results/
 	$(call require,kubectl helm)
 	@loadtest/run-in-cluster.sh
 
-undeploy: ## remove what `make deploy` installed; volumes and the generated Secrets stay
-	$(call require,skaffold)
+undeploy: ## remove what `make deploy` installed; namespaces, volumes and generated Secrets stay
+	$(call require,skaffold helm)
+	@# The chart first, while Strimzi's topic operator still runs to clear its KafkaTopics' finalizers.
+	helm uninstall $(RELEASE) -n $(KUBE_NAMESPACE) --wait --ignore-not-found
 	skaffold delete

@@ -1,16 +1,23 @@
 #!/usr/bin/env sh
-# Creates the Secrets that no file in the repository holds, each only when it is missing, so a
-# second deploy keeps the passwords of the first (ClickHouse's data and Grafana's users outlive
-# a redeploy):
-#   jobflow/clickhouse-credentials  username, password   (k8s/clickhouse, the operator's Jobs)
-#   monitoring/grafana-admin         admin-user, admin-password   (monitoring/)
+# Makes the namespaces and the Secrets that no file in the repository holds, each Secret only
+# when it is missing, so a second deploy keeps the passwords of the first (ClickHouse's data
+# and Grafana's users outlive a redeploy):
+#   jobflow     k8s/namespace.yaml; Secret clickhouse-credentials: username, password
+#               (k8s/clickhouse, the operator's Jobs)
+#   monitoring  namespace monitoring; Secret grafana-admin: admin-user, admin-password
+#               (monitoring/)
 # Usage: k8s/ensure-secrets.sh [jobflow|monitoring]...  (default: both)
 set -eu
+here="$(cd "$(dirname "$0")" && pwd)"
 
 password() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
 
 ensure_namespace() {
-  kubectl get namespace "$1" >/dev/null 2>&1 || kubectl create namespace "$1"
+  if [ "$1" = jobflow ]; then
+    kubectl apply -f "$here/namespace.yaml" >/dev/null
+  else
+    kubectl get namespace "$1" >/dev/null 2>&1 || kubectl create namespace "$1"
+  fi
 }
 
 ensure_secret() { # NAMESPACE NAME USER_KEY USER PASSWORD_KEY

@@ -7,19 +7,22 @@ set -euo pipefail
 namespace="${KUBE_NAMESPACE:-jobflow}"
 release="${RELEASE:-jobflow}"
 monitoring="${MONITORING_NAMESPACE:-monitoring}"
-# The chart's names are the release's when it contains "jobflow", else <release>-jobflow.
-[[ "$release" == *jobflow* ]] && fullname="$release" || fullname="$release-jobflow"
+# The release's Service of a component, found by the chart's labels (names may be truncated).
+service_of() {
+  kubectl -n "$namespace" get svc -o name \
+    -l "app.kubernetes.io/instance=$release,app.kubernetes.io/component=$1" | head -n 1
+}
 
 forwards=(
-  "$namespace svc/$fullname-receiver 8001:8001"
-  "$namespace svc/$fullname-informer 8004:8004"
+  "$namespace $(service_of receiver) 8001:8001"
+  "$namespace $(service_of informer) 8004:8004"
   "$monitoring svc/kube-prometheus-stack-grafana 3000:80"
   "$monitoring svc/kube-prometheus-stack-prometheus 9090:9090"
 )
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 for forward in "${forwards[@]}"; do
   read -r ns target ports <<<"$forward"
-  if ! kubectl -n "$ns" get "$target" >/dev/null 2>&1; then
+  if [[ -z "$ports" ]] || ! kubectl -n "$ns" get "$target" >/dev/null 2>&1; then
     echo "skip: $ns/$target is not deployed"
     continue
   fi

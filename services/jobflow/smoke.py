@@ -15,7 +15,7 @@ import httpx
 import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import Retrying, retry_if_exception_type, wait_fixed
 
 from jobflow.core.models import JobInfo
 
@@ -87,10 +87,12 @@ def report(step: str, **fields: object) -> None:
 def run(settings: SmokeSettings) -> SmokeResult:
     """Create a job and wait for ``finish``; raise SmokeFailedError when that takes too long."""
     started = time.monotonic()
+    # One deadline for both steps: helm test's own timeout is set just above timeout_s.
+    deadline = started + settings.timeout_s
     retrying = Retrying(
         retry=retry_if_exception_type((NotYetError, httpx.TransportError)),
         wait=wait_fixed(settings.poll_interval_s),
-        stop=stop_after_delay(settings.timeout_s),
+        stop=lambda _: time.monotonic() + settings.poll_interval_s > deadline,
         reraise=True,
     )
     last_status = "not asked yet"

@@ -118,6 +118,7 @@ def test_helm_test_runs_the_smoke_command_against_the_release_services() -> None
     env = {variable["name"]: variable["value"] for variable in container["env"]}
     known = {f"SMOKE_{name}".upper() for name in SmokeSettings.model_fields}
     assert set(env) <= known
+    assert int(env["SMOKE_TIMEOUT_S"]) < 300, "helm test gives up after 5 minutes"
     services = kinds(objects, "Service")
     for component in ("receiver", "informer"):
         url = env[f"SMOKE_{component.upper()}_URL"]
@@ -140,12 +141,20 @@ def test_the_loadtest_is_off_by_default_and_is_the_contract_files_when_on() -> N
     (job,) = kinds(objects, "Job").values()
     assert job["metadata"]["name"] == "jobflow-loadtest-1", "a new run for each revision"
     assert job["spec"]["backoffLimit"] == 0
-    (tank,) = job["spec"]["template"]["spec"]["initContainers"]
+    ready, tank = job["spec"]["template"]["spec"]["initContainers"]
+    # The load starts once the pipeline carries a job end to end.
+    assert ready["command"] == ["python", "-m", "jobflow", "smoke"]
     assert tank["args"] == [
         "--config=/etc/tank/seed.yaml",
         "--option=phantom.address=jobflow-receiver:8001",
         "--option=phantom.ammofile=/etc/tank/ammo.txt",
+        "--option=core.lock_dir=/tmp",
     ]
+    # The tank's exit code is kept with its artifacts and the container always succeeds: a
+    # failed init container would take the results container, and the artifacts, with it.
+    assert tank["command"][:2] == ["sh", "-c"]
+    assert tank["command"][2].endswith('; echo "$?" > /results/exit-code')
+    assert {"/tmp", "/results"} <= {m["mountPath"] for m in tank["volumeMounts"]}  # noqa: S108
     assert kinds(objects, "Service")["jobflow-receiver"]["spec"]["ports"][0]["port"] == 8001
     mounts = {m["mountPath"]: m["name"] for m in tank["volumeMounts"]}
     assert mounts["/etc/tank"] == "profiles"
@@ -204,6 +213,10 @@ def test_values_yaml_documents_every_key() -> None:
 # cluster operator's chart defaults (200m, 384Mi).
 MINIKUBE_SYSTEM = {"cpu": 0.85, "memory": 170 * 2**20}
 STRIMZI_OPERATOR = {"cpu": 0.2, "memory": 384 * 2**20}
+# kube-prometheus-stack's pods that monitoring/ does not size (the Prometheus Operator,
+# kube-state-metrics, node-exporter, Grafana's sidecars and the config reloaders): generous
+# estimates of what they use.
+MONITORING_UNSIZED = {"cpu": 0.3, "memory": 512 * 2**20}
 MINIKUBE = {"cpu": 4.0, "memory": 8 * 2**30}
 
 
@@ -243,15 +256,31 @@ def platform_requests() -> list[dict[str, float]]:
     return found
 
 
+def monitoring_requests() -> list[dict[str, float]]:
+    """What monitoring/'s values ask for, plus what that chart runs unsized by them."""
+    values = yaml.safe_load((REPO / "monitoring" / "kube-prometheus-stack.yaml").read_text())
+    return [
+        requests_of(values["prometheus"]["prometheusSpec"]["resources"]),
+        requests_of(values["alertmanager"]["alertmanagerSpec"]["resources"]),
+        requests_of(values["grafana"]["resources"]),
+        MONITORING_UNSIZED,
+    ]
+
+
 def test_the_lite_profile_fits_a_four_cpu_eight_gib_minikube() -> None:
     objects = render(*PROFILES["lite"])
     assert not any(
         c["name"] == "ksqldb" for o in objects for c in o.get("spec", {}).get("containers", [])
     )
-    wanted = [MINIKUBE_SYSTEM, STRIMZI_OPERATOR, *platform_requests()]
+    wanted = [MINIKUBE_SYSTEM, STRIMZI_OPERATOR, *platform_requests(), *monitoring_requests()]
+    most_replicas = {
+        hpa["spec"]["scaleTargetRef"]["name"]: hpa["spec"]["maxReplicas"]
+        for hpa in kinds(objects, "HorizontalPodAutoscaler").values()
+    }
     for manifest in objects:
         if manifest["kind"] in {"Deployment", "StatefulSet"}:
-            replicas = manifest["spec"].get("replicas", 1)
+            name = manifest["metadata"]["name"]
+            replicas = most_replicas.get(name, manifest["spec"].get("replicas", 1))
             for container in manifest["spec"]["template"]["spec"]["containers"]:
                 wanted += [requests_of(container["resources"])] * replicas
         if manifest["kind"] == "KafkaConnect":

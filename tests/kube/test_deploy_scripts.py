@@ -34,10 +34,10 @@ def secret_data(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, 
     return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
 
-def test_the_namespace_applies_and_carries_the_pod_security_labels(
+def test_the_jobflow_namespace_is_the_manifest_with_its_pod_security_labels(
     control_plane: ControlPlane,
 ) -> None:
-    applied = run(control_plane, "kubectl", "apply", "-f", REPO / "k8s" / "namespace.yaml")
+    applied = run(control_plane, ENSURE_SECRETS, "jobflow")
     assert applied.returncode == 0, applied.stderr
     core = client.CoreV1Api(api_client(control_plane.admin_kubeconfig))
     labels = core.read_namespace("jobflow").metadata.labels or {}

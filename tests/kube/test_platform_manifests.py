@@ -122,6 +122,7 @@ def test_there_are_manifests_for_each_component() -> None:
         ("apps/v1", "Deployment"),
         ("apps/v1", "StatefulSet"),
         ("v1", "Service"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
     } <= kinds
     for directory in MANIFEST_DIRS:
         assert (REPO / "k8s" / directory / "README.md").is_file()
@@ -132,6 +133,7 @@ def test_there_are_manifests_for_each_component() -> None:
 def test_the_api_server_accepts_it(
     admin: client.ApiClient,
     strimzi_crds: list[str],
+    prometheus_operator_crds: list[str],
     namespace: str,
     label: str,
     manifest: dict[str, Any],
@@ -254,3 +256,17 @@ def test_pods_are_locked_down(workload: dict[str, Any]) -> None:
         assert {"requests", "limits"} <= set(container["resources"])
         assert container["readinessProbe"]
         assert container["livenessProbe"]
+
+
+def test_the_pod_monitors_scrape_the_port_strimzi_serves_metrics_on() -> None:
+    kafka = the("Kafka")
+    assert kafka["spec"]["kafka"]["metricsConfig"] == {"type": "strimziMetricsReporter"}
+    assert "kafkaExporter" in kafka["spec"]
+    monitors = {m["metadata"]["name"]: m for m in objects_of("PodMonitor")}
+    (endpoint,) = monitors["strimzi-kafka"]["spec"]["podMetricsEndpoints"]
+    # Strimzi names its metrics port tcp-prometheus (9404) on every component.
+    assert endpoint["port"] == "tcp-prometheus"
+    (expression,) = monitors["strimzi-kafka"]["spec"]["selector"]["matchExpressions"]
+    assert "Kafka" in expression["values"]
+    entity = monitors["strimzi-entity-operator"]["spec"]["selector"]["matchLabels"]
+    assert entity["strimzi.io/name"] == f"{kafka['metadata']['name']}-entity-operator"

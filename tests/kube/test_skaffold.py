@@ -54,7 +54,7 @@ def validator() -> Draft7Validator:
 
 def test_the_profiles_are_lite_and_loadtest() -> None:
     assert profile_names() == {"lite", "loadtest"}
-    assert [c["apiVersion"] for c in configs().values()] == ["skaffold/v4beta14"] * 5
+    assert [c["apiVersion"] for c in configs().values()] == ["skaffold/v4beta14"] * 4
 
 
 @pytest.mark.parametrize("active", PROFILE_SETS, ids=lambda s: "+".join(sorted(s)) or "none")
@@ -147,11 +147,21 @@ def deploy_order() -> list[str]:
 
 def test_everything_is_deployed_after_what_it_needs() -> None:
     order = deploy_order()
-    # The namespace before the Strimzi operator (it makes RoleBindings there); the operator's
-    # CRDs before Kafka; Kafka, the Prometheus Operator's CRDs and the Secrets before the chart.
-    assert order.index("namespace") < order.index("strimzi") < order.index("platform")
-    assert order.index("platform") < order.index("jobflow")
-    assert order.index("monitoring") < order.index("jobflow")
+    # Strimzi's CRDs and the Prometheus Operator's (PodMonitor) before the platform's
+    # manifests; Kafka and the ServiceMonitor kind before the chart.
+    assert order.index("strimzi") < order.index("platform") < order.index("jobflow")
+    assert order.index("monitoring") < order.index("platform")
+
+
+def test_the_namespace_is_made_by_a_hook_before_strimzi_and_never_deleted() -> None:
+    # The Strimzi chart makes RoleBindings in the namespaces it watches, so the namespace comes
+    # first; as a manifest, `skaffold delete` would delete it with its volumes and Secrets.
+    hooks = configs()["strimzi"]["deploy"]["helm"]["hooks"]["before"]
+    assert [hook["host"]["command"] for hook in hooks] == [["k8s/ensure-secrets.sh", "jobflow"]]
+    for config in configs().values():
+        for path in config.get("manifests", {}).get("rawYaml", []):
+            kinds = {d["kind"] for d in yaml.safe_load_all((REPO / path).read_text()) if d}
+            assert "Namespace" not in kinds, path
 
 
 def test_strimzi_is_the_release_whose_crds_the_chart_is_checked_against() -> None:

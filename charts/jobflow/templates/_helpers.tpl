@@ -143,3 +143,13 @@ ServiceMonitor kind.
 {{- define "jobflow.services" -}}
 {{- list "receiver" "processor" "converter" "informer" | toJson -}}
 {{- end -}}
+
+{{/* Environment of `python -m jobflow smoke` against the release's services. */}}
+{{- define "jobflow.smokeEnv" -}}
+- name: SMOKE_RECEIVER_URL
+  value: http://{{ include "jobflow.fullname" . }}-receiver:{{ .Values.receiver.port }}
+- name: SMOKE_INFORMER_URL
+  value: http://{{ include "jobflow.fullname" . }}-informer:{{ .Values.informer.port }}
+- name: SMOKE_TIMEOUT_S
+  value: {{ .Values.smokeTest.timeoutSeconds | quote }}
+{{- end -}}
