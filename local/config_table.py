@@ -44,6 +44,10 @@ SECTIONS: list[tuple[str, type[BaseSettings]]] = [
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "(required)"
+    # A default computed where the service runs is described, not evaluated here.
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if "documented_default" in extra:
+        return str(extra["documented_default"])
     value = field.get_default(call_default_factory=True)
     if value is None or value == "":
         return "(none)"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -89,6 +90,11 @@ class AsyncProducer:
             "acks": "all",
             "linger.ms": 2,
             "delivery.timeout.ms": settings.delivery_timeout_ms,
+            # Without an error callback poll() raises a fatal error (e.g. fenced), killing the
+            # polling thread while records still wait for their delivery reports; with it, the
+            # error is logged here, pending records fail, and the next transactional call
+            # raises it where the stage can act on it.
+            "error_cb": _log_client_error,
             **(extra_config or {}),
         }
         self._producer = Producer(config)
@@ -143,6 +149,32 @@ class AsyncProducer:
             raise ProducerFailedError(str(exc)) from exc
         return acked
 
+    # Transactions (the producer was made with a transactional.id). librdkafka's transactional
+    # calls block until the coordinator answers; they run on a worker thread while the polling
+    # thread goes on serving delivery reports. A failure raises KafkaException whose KafkaError
+    # says how to go on: retriable() (call again), txn_requires_abort() (abort, start over from
+    # the last committed input), or fatal() (this producer is done, e.g. fenced by a newer
+    # instance with the same transactional.id).
+
+    async def init_transactions(self, timeout_s: float) -> None:
+        await asyncio.to_thread(self._producer.init_transactions, timeout_s)
+
+    def begin_transaction(self) -> None:
+        self._producer.begin_transaction()
+
+    async def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group_metadata: object, timeout_s: float
+    ) -> None:
+        await asyncio.to_thread(
+            self._producer.send_offsets_to_transaction, offsets, group_metadata, timeout_s
+        )
+
+    async def commit_transaction(self, timeout_s: float) -> None:
+        await asyncio.to_thread(self._producer.commit_transaction, timeout_s)
+
+    async def abort_transaction(self, timeout_s: float) -> None:
+        await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
+
     def list_topics(self, timeout_s: float) -> set[str]:
         """Topic names from the cluster's metadata; raises KafkaException when unreachable."""
         return set(self._producer.list_topics(timeout=timeout_s).topics)
@@ -154,6 +186,14 @@ class AsyncProducer:
         if self._poller.is_alive():
             self._poller.join(timeout=1.0)
         return remaining
+
+
+def _log_client_error(error: KafkaError) -> None:
+    if error.fatal():
+        log.critical("kafka client failed: %s", error.str())
+    else:
+        # Transient (a broker away): librdkafka retries; requests fail once their timeout passes.
+        log.warning("kafka client error: %s", error.str())
 
 
 def _settle(
@@ -220,6 +260,24 @@ class BatchConsumer:
         if not messages:
             return
         await self._call(self._consumer.commit, offsets=next_offsets(messages), asynchronous=False)
+
+    async def group_metadata(self) -> object:
+        """The consumer's group metadata, which a transaction commits offsets for."""
+        return await self._call(self._consumer.consumer_group_metadata)
+
+    async def rewind_to_committed(self, timeout_s: float) -> None:
+        """Seek every assigned partition back to its committed offset (or its start, when
+        nothing was committed yet): what an aborted transaction consumed is consumed again."""
+
+        def rewind() -> None:
+            assignment = self._consumer.assignment()
+            if not assignment:
+                return
+            for committed in self._consumer.committed(assignment, timeout=timeout_s):
+                offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
+                self._consumer.seek(TopicPartition(committed.topic, committed.partition, offset))
+
+        await self._call(rewind)
 
     async def close(self) -> None:
         """Leave the group, after any call still running on the consumer's thread."""

@@ -45,6 +45,12 @@ RECORDS_IN_FLIGHT = Gauge(
     "jobflow_records_in_flight", "Consumed records whose outputs are not committed yet.", ["stage"]
 )
 
+TRANSACTIONS = Counter(
+    "jobflow_transactions_total",
+    "Kafka transactions of a stage (a batch's outputs with its input offsets), by outcome.",
+    ["stage", "outcome"],
+)
+
 
 def publish_build_info(service: str) -> None:
     BUILD_INFO.info({"service": service, "version": version("jobflow")})

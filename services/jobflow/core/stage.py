@@ -1,10 +1,11 @@
 """Consume-transform-produce, one batch at a time: the loop shared by processor and converter.
 
-A batch is read, every record of it is handled concurrently, all outputs are produced and
-acknowledged by the broker, and only then are the batch's offsets committed. A crash anywhere
-before the commit replays the batch, so nothing acknowledged upstream is lost. A record that
-cannot be decoded goes to the input topic's dead-letter topic, with headers saying why, and
-the batch goes on.
+A batch is read and every record of it is handled concurrently (the processor's sleeps
+overlap). Then, in one Kafka transaction, all its outputs are produced and its input offsets
+committed: readers of the output topics (read_committed) see a batch's outputs exactly when
+its offsets are committed, so a crash anywhere neither loses a record nor duplicates one. A
+record that cannot be decoded goes to the input topic's dead-letter topic, with headers saying
+why, in the same transaction, and the batch goes on.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 from fastapi import FastAPI
 from pydantic import Field, ValidationError
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, wait_exponential
 
 from jobflow.core.kafka import (
     AsyncProducer,
@@ -32,14 +33,24 @@ from jobflow.core.kafka import (
     Position,
     ProducerFailedError,
     ProducerQueueFullError,
+    next_offsets,
     position,
 )
-from jobflow.core.metrics import BATCH_SECONDS, DLQ_RECORDS, RECORDS_CONSUMED, RECORDS_IN_FLIGHT
+from jobflow.core.metrics import (
+    BATCH_SECONDS,
+    DLQ_RECORDS,
+    RECORDS_CONSUMED,
+    RECORDS_IN_FLIGHT,
+    TRANSACTIONS,
+)
 from jobflow.core.models import WireModel
 from jobflow.core.service import create_app, kafka_readiness
 from jobflow.core.settings import KafkaSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
+
+# The longest pause before a batch whose transaction was aborted is consumed again.
+MAX_ABORT_PAUSE_S = 5.0
 
 In = TypeVar("In", bound=WireModel)
 
@@ -73,15 +84,19 @@ class StageRunner(Generic[In]):
         self._kafka = kafka
         self._max_batch = max_batch
         self._poll_timeout_s = poll_timeout_s
-        # An acknowledgement later than librdkafka's own delivery timeout will never come.
-        self._ack_timeout_s = kafka.delivery_timeout_ms / 1000 + 5.0
+        # Committing waits for every record's delivery, which librdkafka gives up on after its
+        # delivery timeout; past that and some slack the coordinator is not answering.
+        self._transaction_timeout_s = kafka.delivery_timeout_ms / 1000 + 5.0
+        self._aborts_in_a_row = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume, handle, produce and commit batches until ``stop`` is set.
+        """Consume, handle, and produce-and-commit batches until ``stop`` is set.
 
         Returns only when stopped; raises when the pipeline cannot go on (an error no retry
-        fixes), leaving the current batch uncommitted for whoever consumes it next.
+        fixes, or this instance was fenced), leaving the current batch uncommitted for whoever
+        consumes it next.
         """
+        await self._producer.init_transactions(self._transaction_timeout_s)
         await self._consumer.subscribe()
         while not stop.is_set():
             batch = await self._consumer.consume(self._max_batch, self._poll_timeout_s)
@@ -94,19 +109,87 @@ class StageRunner(Generic[In]):
         in_flight.inc(len(batch))
         try:
             outputs = await asyncio.gather(*(self._handle(message) for message in batch))
-            await self._deliver([record for records in outputs for record in records], stop)
-            await self._commit(batch)
+            await self._commit_in_transaction(
+                batch, [record for records in outputs for record in records], stop
+            )
         finally:
             in_flight.dec(len(batch))
         BATCH_SECONDS.labels(self._stage.name).observe(time.perf_counter() - started)
 
-    async def _commit(self, batch: list[Message]) -> None:
+    async def _commit_in_transaction(
+        self, batch: list[Message], records: list[OutRecord], stop: asyncio.Event
+    ) -> None:
+        """Produce ``records`` and commit ``batch``'s offsets, atomically.
+
+        After an abortable failure (a broker away, a record not delivered in time, a
+        rebalance) the transaction is aborted and the consumer rewound to its committed
+        offsets: the batch, or what of it is still assigned here, is consumed and handled
+        again, after a pause that grows while aborts follow one another.
+        """
         try:
-            await self._consumer.commit(batch)
+            await self._transact(batch, records)
+        except (KafkaException, ProducerQueueFullError) as exc:
+            if not _worth_retrying(exc):
+                raise
+            self._aborts_in_a_row += 1
+            pause_s = min(MAX_ABORT_PAUSE_S, 0.1 * 2**self._aborts_in_a_row)
+            log.warning(
+                "transaction aborted; its batch will be consumed again",
+                extra={"error": str(exc), "pause_s": pause_s},
+            )
+            if not stop.is_set():
+                await asyncio.sleep(pause_s)
+            await self._consumer.rewind_to_committed(self._transaction_timeout_s)
+            return
+        self._aborts_in_a_row = 0
+
+    async def _transact(self, batch: list[Message], records: list[OutRecord]) -> None:
+        self._producer.begin_transaction()
+        acks: list[asyncio.Future[Message]] = []
+        try:
+            acks = [self._producer.produce(record) for record in records]
+            await self._producer.send_offsets_to_transaction(
+                next_offsets(batch),
+                await self._consumer.group_metadata(),
+                self._transaction_timeout_s,
+            )
+            await self._commit_retrying()
+        except (KafkaException, ProducerQueueFullError) as exc:
+            await self._abort(exc, acks)
+            raise
+        TRANSACTIONS.labels(self._stage.name, "committed").inc()
+
+    async def _commit_retrying(self) -> None:
+        """commit_transaction, called again while its error is retriable, as documented."""
+        while True:
+            try:
+                await self._producer.commit_transaction(self._transaction_timeout_s)
+            except KafkaException as exc:
+                if _kafka_error(exc).retriable():
+                    continue
+                raise
+            return
+
+    async def _abort(self, cause: Exception, acks: list[asyncio.Future[Message]]) -> None:
+        """Abort after ``cause``; raise ProducerFailedError when no retry can help."""
+        # Reports that arrived say whether a record can never be delivered; reading them also
+        # keeps asyncio from warning about exceptions nobody retrieved. After a fatal error
+        # some may never arrive, so none is waited for long.
+        settled, _ = await asyncio.wait(acks, timeout=1.0) if acks else (set(), set())
+        delivered = [ack.exception() for ack in settled if not ack.cancelled()]
+        permanent = next(
+            (e for e in delivered if isinstance(e, DeliveryError) and e.permanent), None
+        )
+        if isinstance(cause, KafkaException) and _kafka_error(cause).fatal():
+            TRANSACTIONS.labels(self._stage.name, "failed").inc()
+            raise ProducerFailedError(f"transactional producer failed: {cause}") from cause
+        try:
+            await self._producer.abort_transaction(self._transaction_timeout_s)
         except KafkaException as exc:
-            # The outputs are acknowledged; the batch will be consumed again (a rebalance moved
-            # the partition, or the coordinator is away), which at-least-once allows.
-            log.warning("offset commit failed; the batch will be replayed: %s", exc)
+            raise ProducerFailedError(f"abort failed: {exc}") from exc
+        TRANSACTIONS.labels(self._stage.name, "aborted").inc()
+        if permanent is not None:
+            raise ProducerFailedError(str(permanent)) from permanent
 
     async def _handle(self, message: Message) -> list[OutRecord]:
         where = position(message)
@@ -145,55 +228,19 @@ class StageRunner(Generic[In]):
             ),
         )
 
-    async def _deliver(self, records: list[OutRecord], stop: asyncio.Event) -> None:
-        """Produce every record, retrying those the broker did not acknowledge.
 
-        Retries go on with backoff while the service runs: committing past an unacknowledged
-        record would lose it. An error no retry fixes is raised at once; once stopping, the
-        last error is raised. Either way the batch stays uncommitted, to be replayed.
-        """
-        pending = records
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_worth_retrying),
-            wait=wait_exponential(multiplier=0.1, max=5),
-            stop=lambda _: stop.is_set(),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        ):
-            with attempt:
-                pending, error = await self._produce_all(pending)
-                if error is not None:
-                    raise error
-
-    async def _produce_all(
-        self, records: Iterable[OutRecord]
-    ) -> tuple[list[OutRecord], Exception | None]:
-        """Produce ``records``; return those that failed and the first failure's error."""
-        queued: list[tuple[OutRecord, asyncio.Future[Message]]] = []
-        failed: list[OutRecord] = []
-        first_error: Exception | None = None
-        for record in records:
-            try:
-                queued.append((record, self._producer.produce(record)))
-            except ProducerQueueFullError as exc:
-                failed.append(record)
-                first_error = first_error or exc
-        for record, acked in queued:
-            try:
-                await asyncio.wait_for(acked, self._ack_timeout_s)
-            except DeliveryError as exc:
-                failed.append(record)
-                first_error = first_error or exc
-            except TimeoutError:
-                raise ProducerFailedError(
-                    f"no acknowledgement within {self._ack_timeout_s:.0f}s"
-                ) from None
-        return failed, first_error
+def _kafka_error(exc: KafkaException) -> KafkaError:
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return error
+    return KafkaError(KafkaError._FAIL, str(exc))
 
 
 def _worth_retrying(error: BaseException) -> bool:
-    if isinstance(error, DeliveryError):
-        return not error.permanent
+    """Whether the batch's transaction failed in a way a fresh try may overcome."""
+    if isinstance(error, KafkaException):
+        kafka_error = _kafka_error(error)
+        return kafka_error.txn_requires_abort() or kafka_error.retriable()
     return isinstance(error, ProducerQueueFullError)
 
 
@@ -217,6 +264,20 @@ class StageSettings(ServiceSettings):
     poll_timeout_s: float = Field(
         default=0.2, gt=0, description="How long one poll waits for records."
     )
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        json_schema_extra={"documented_default": "`<host name>-<process id>`"},
+        description=(
+            "Name of this instance, unique among the group's live instances (default: host "
+            "name and process id; a pod's name in Kubernetes). With group_id it makes the "
+            "producer's transactional.id: a restarted instance with the same name fences "
+            "its predecessor."
+        ),
+    )
+
+    def transactional_id(self) -> str:
+        return f"{self.group_id}-{self.instance_id}"
 
 
 def create_stage_app(
@@ -228,7 +289,7 @@ def create_stage_app(
     kafka: KafkaSettings,
 ) -> FastAPI:
     """The FastAPI app of a stage service: runs the stage in the background, serves probes."""
-    producer = AsyncProducer(kafka)
+    producer = AsyncProducer(kafka, {"transactional.id": settings.transactional_id()})
     consumer = BatchConsumer(kafka, settings.group_id, [input_topic])
     runner = StageRunner(
         stage, consumer, producer, kafka, settings.max_batch, settings.poll_timeout_s

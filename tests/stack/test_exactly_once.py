@@ -1,0 +1,117 @@
+"""A stage's outputs and its input offsets are committed in one Kafka transaction: whatever
+happens to a processor, a read_committed reader of its output sees every job exactly once.
+
+The processors under test run on topics of their own, so that the stack's data is untouched.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import KafkaException
+
+from jobflow.core.models import Job
+from jobflow.core.settings import KafkaSettings
+from jobflow.core.timestamps import now_ns
+from tests.stack.processes import ServiceProcess, service_process
+from tests.stack.topics import committed_offsets, create_topics, produce, read_until
+
+JOBS = 3000
+
+
+@pytest.fixture
+def isolated(kafka: KafkaSettings) -> dict[str, str]:
+    """Topics (three partitions in) and a consumer group of its own for the processors."""
+    suffix = uuid.uuid4().hex[:8]
+    source, target = f"test-eos-in-{suffix}", f"test-eos-out-{suffix}"
+    create_topics(kafka, source, partitions=3)
+    create_topics(kafka, f"{source}.dlq", target)
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_RECEIVER_TOPIC": source,
+        "KAFKA_PROCESSOR_TOPIC": target,
+        "PROCESSOR_GROUP_ID": f"test-eos-{suffix}",
+        "PROCESSOR_MAX_BATCH": "200",
+    }
+
+
+def load(kafka: KafkaSettings, topic: str, count: int = JOBS) -> list[str]:
+    work = [
+        Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=20, data="") for _ in range(count)
+    ]
+    produce(kafka, topic, [(job.id.encode(), job.to_json()) for job in work])
+    return [str(job.id) for job in work]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def transactions(processor: ServiceProcess, outcome: str) -> float:
+    prefix = f'jobflow_transactions_total{{outcome="{outcome}",stage="processor"}}'
+    for line in processor.text("/metrics").splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def assert_each_job_done_exactly_once(
+    kafka: KafkaSettings, env: dict[str, str], ids: list[str]
+) -> None:
+    source, target = env["KAFKA_RECEIVER_TOPIC"], env["KAFKA_PROCESSOR_TOPIC"]
+
+    def all_committed() -> bool:
+        # While a transaction holds offsets not yet committed, the group's offsets are
+        # "unstable" and the lookup may time out: that is not done yet.
+        try:
+            return committed_offsets(kafka, env["PROCESSOR_GROUP_ID"], source) == len(ids)
+        except KafkaException:
+            return False
+
+    wait_for(
+        all_committed,
+        120,
+        "the processor left did not finish the input",
+    )
+    done = read_until(kafka, target, lambda found: len(found) > len(ids), lambda _: True, 10)
+    counts = Counter((message.key() or b"").decode() for message in done)
+    assert set(counts) == set(ids), "lost or unknown jobs"
+    assert [job for job, seen in counts.items() if seen > 1] == [], "duplicated jobs"
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_mid_load_then_restart_leaves_each_job_done_exactly_once(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    ids = load(kafka, isolated["KAFKA_RECEIVER_TOPIC"])
+    with service_process("processor", isolated) as first:
+        wait_for(lambda: transactions(first, "committed") >= 3, 60, "no transaction committed")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+    with service_process("processor", isolated):
+        assert_each_job_done_exactly_once(kafka, isolated, ids)
+
+
+@pytest.mark.timeout(300)
+def test_a_second_instance_with_the_same_id_fences_the_first(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    ids = load(kafka, isolated["KAFKA_RECEIVER_TOPIC"])
+    same_name = {**isolated, "PROCESSOR_INSTANCE_ID": "twin"}
+    with service_process("processor", same_name) as first:
+        wait_for(lambda: transactions(first, "committed") >= 1, 60, "no transaction committed")
+        with service_process("processor", same_name):
+            # The newer producer's init_transactions fences the older one, whose next
+            # transaction (on the partitions it still has, with the jobs below) fails fatally:
+            # it stops rather than commit anything more.
+            ids += load(kafka, isolated["KAFKA_RECEIVER_TOPIC"])
+            wait_for(lambda: first.process.poll() is not None, 60, "the first was not fenced")
+            assert_each_job_done_exactly_once(kafka, same_name, ids)
