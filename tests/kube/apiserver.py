@@ -41,6 +41,10 @@ from typing import Any, TypeVar, cast
 import yaml
 from kubernetes import client, config, dynamic
 
+from tests.polling import eventually
+
+__all__ = ["eventually"]  # re-exported: the kube tests wait with it
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "kube" / "build.sh"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -560,17 +564,6 @@ def _wait_for_garbage_collection(
 
 
 T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0) -> T:
-    """The probe's first truthy value; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not so after {timeout_s:.0f}s"
-        time.sleep(0.2)
 
 
 def api_client(kubeconfig: Path) -> client.ApiClient:

@@ -13,7 +13,7 @@ import yaml
 from local.config import CONTRACTS, REPO
 
 from jobflow.smoke import SmokeSettings
-from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, kinds, render
+from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, kinds, render
 
 SERVICES = ("receiver", "processor", "converter", "informer")
 
@@ -292,10 +292,8 @@ def test_the_lite_profile_fits_a_four_cpu_eight_gib_minikube() -> None:
 
 
 def test_the_default_profile_sets_every_resource() -> None:
-    result = helm("template", "jobflow", str(CHART), "--set", "loadtest.enabled=true")
-    assert result.returncode == 0, result.stderr
-    for manifest in yaml.safe_load_all(result.stdout):
-        if not manifest or manifest["kind"] not in {"Deployment", "StatefulSet", "Job", "Pod"}:
+    for manifest in render("--set", "loadtest.enabled=true"):
+        if manifest["kind"] not in {"Deployment", "StatefulSet", "Job", "Pod"}:
             continue
         spec = (
             manifest["spec"] if manifest["kind"] == "Pod" else manifest["spec"]["template"]["spec"]

@@ -31,6 +31,14 @@ class ServiceProcess:
         answer = self.get(path)
         return answer.text if answer is not None else ""
 
+    def metric(self, sample: str) -> float:
+        """The value of the /metrics sample written exactly as ``sample`` (name and labels);
+        0 while the service has not exported it."""
+        for line in self.text("/metrics").splitlines():
+            if line.startswith(f"{sample} "):
+                return float(line.split()[-1])
+        return 0.0
+
     def get(self, path: str) -> httpx.Response | None:
         try:
             return httpx.get(f"{self.url}{path}", timeout=5)

@@ -7,10 +7,8 @@ The processors under test run on topics of their own, so that the stack's data i
 from __future__ import annotations
 
 import signal
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from confluent_kafka import KafkaException
@@ -18,6 +16,7 @@ from confluent_kafka import KafkaException
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
+from tests.polling import eventually
 from tests.stack.processes import ServiceProcess, service_process
 from tests.stack.topics import committed_offsets, create_topics, produce, read_until
 
@@ -48,19 +47,8 @@ def load(kafka: KafkaSettings, topic: str, count: int = JOBS) -> list[str]:
     return [str(job.id) for job in work]
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def transactions(processor: ServiceProcess, outcome: str) -> float:
-    prefix = f'jobflow_transactions_total{{outcome="{outcome}",stage="processor"}}'
-    for line in processor.text("/metrics").splitlines():
-        if line.startswith(prefix):
-            return float(line.split()[-1])
-    return 0.0
+    return processor.metric(f'jobflow_transactions_total{{outcome="{outcome}",stage="processor"}}')
 
 
 def assert_each_job_done_exactly_once(
@@ -76,11 +64,7 @@ def assert_each_job_done_exactly_once(
         except KafkaException:
             return False
 
-    wait_for(
-        all_committed,
-        120,
-        "the processor left did not finish the input",
-    )
+    eventually(all_committed, 120, "the processor left did not finish the input")
     done = read_until(kafka, target, lambda found: len(found) > len(ids), lambda _: True, 10)
     counts = Counter((message.key() or b"").decode() for message in done)
     assert set(counts) == set(ids), "lost or unknown jobs"
@@ -93,7 +77,7 @@ def test_kill_9_mid_load_then_restart_leaves_each_job_done_exactly_once(
 ) -> None:
     ids = load(kafka, isolated["KAFKA_RECEIVER_TOPIC"])
     with service_process("processor", isolated) as first:
-        wait_for(lambda: transactions(first, "committed") >= 3, 60, "no transaction committed")
+        eventually(lambda: transactions(first, "committed") >= 3, 60, "no transaction committed")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(timeout=10)
     with service_process("processor", isolated):
@@ -107,11 +91,11 @@ def test_a_second_instance_with_the_same_id_fences_the_first(
     ids = load(kafka, isolated["KAFKA_RECEIVER_TOPIC"])
     same_name = {**isolated, "PROCESSOR_INSTANCE_ID": "twin"}
     with service_process("processor", same_name) as first:
-        wait_for(lambda: transactions(first, "committed") >= 1, 60, "no transaction committed")
+        eventually(lambda: transactions(first, "committed") >= 1, 60, "no transaction committed")
         with service_process("processor", same_name):
             # The newer producer's init_transactions fences the older one, whose next
             # transaction (on the partitions it still has, with the jobs below) fails fatally:
             # it stops rather than commit anything more.
             ids += load(kafka, isolated["KAFKA_RECEIVER_TOPIC"])
-            wait_for(lambda: first.process.poll() is not None, 60, "the first was not fenced")
+            eventually(lambda: first.process.poll() is not None, 60, "the first was not fenced")
             assert_each_job_done_exactly_once(kafka, same_name, ids)

@@ -40,13 +40,6 @@ def jobs(count: int, sleep_ms: int) -> list[Job]:
     ]
 
 
-def in_flight(metrics: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith('jobflow_records_in_flight{stage="processor"}'):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits(
     kafka: KafkaSettings, isolated: dict[str, str]
 ) -> None:
@@ -59,7 +52,7 @@ def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits(
     produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
     with service_process("processor", isolated) as processor:
         deadline = time.monotonic() + 60
-        while in_flight(processor.text("/metrics")) == 0:
+        while processor.metric('jobflow_records_in_flight{stage="processor"}') == 0:
             assert time.monotonic() < deadline, "no batch started"
             time.sleep(0.1)
         processor.process.send_signal(signal.SIGTERM)

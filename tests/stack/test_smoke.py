@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+
+from tests.stack.processes import free_port
 
 
 def smoke(**settings: object) -> tuple[int, list[dict[str, Any]]]:
@@ -25,12 +26,6 @@ def smoke(**settings: object) -> tuple[int, list[dict[str, Any]]]:
         check=False,
     )
     return done.returncode, [orjson.loads(line) for line in done.stdout.splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.timeout(150)
