@@ -522,7 +522,12 @@ class Service(Component):
         return Program(
             name=self.name,
             command=[str(python), "-m", "jobflow", self.name],
-            environment=self.environment,
+            # A stable instance id: when supervisord restarts a stage, its new producer fences
+            # the old one's open transaction at once instead of after its timeout.
+            environment={
+                f"{self.name.upper()}_INSTANCE_ID": f"local-{self.name}",
+                **self.environment,
+            },
             directory=REPO,
         )
 

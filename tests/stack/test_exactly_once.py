@@ -65,7 +65,9 @@ def assert_each_job_done_exactly_once(
             return False
 
     eventually(all_committed, 120, "the processor left did not finish the input")
-    done = read_until(kafka, target, lambda found: len(found) > len(ids), lambda _: True, 10)
+    # Read to the timeout, so that a duplicate would show: longer than a killed instance's
+    # open transaction can hold back read_committed readers (transaction.timeout.ms).
+    done = read_until(kafka, target, lambda found: len(found) > len(ids), lambda _: True, 20)
     counts = Counter((message.key() or b"").decode() for message in done)
     assert set(counts) == set(ids), "lost or unknown jobs"
     assert [job for job, seen in counts.items() if seen > 1] == [], "duplicated jobs"

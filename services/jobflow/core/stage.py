@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 # The longest pause before a batch whose transaction was aborted is consumed again.
 MAX_ABORT_PAUSE_S = 5.0
+# How much longer than the delivery timeout a transaction may stay open.
+TRANSACTION_SLACK_MS = 10_000
 
 In = TypeVar("In", bound=WireModel)
 
@@ -289,7 +291,17 @@ def create_stage_app(
     kafka: KafkaSettings,
 ) -> FastAPI:
     """The FastAPI app of a stage service: runs the stage in the background, serves probes."""
-    producer = AsyncProducer(kafka, {"transactional.id": settings.transactional_id()})
+    producer = AsyncProducer(
+        kafka,
+        {
+            "transactional.id": settings.transactional_id(),
+            # A transaction begins once its batch is handled, so it lasts as long as producing
+            # and committing: within the delivery timeout. An instance that dies mid-transaction
+            # holds back read_committed readers of its output partitions until the broker
+            # aborts it after this long (at once, if it restarts with the same instance id).
+            "transaction.timeout.ms": kafka.delivery_timeout_ms + TRANSACTION_SLACK_MS,
+        },
+    )
     consumer = BatchConsumer(kafka, settings.group_id, [input_topic])
     runner = StageRunner(
         stage, consumer, producer, kafka, settings.max_batch, settings.poll_timeout_s
