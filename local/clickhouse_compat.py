@@ -7,9 +7,12 @@ never silent:
 - Kafka engine settings 18.16 does not know (``kafka_skip_broken_messages``) are dropped; the
   local server's profile sets ``input_format_allow_errors_num`` instead (see users.xml).
 - ``kafka_row_delimiter = '\\n'`` is added: 18.16 joins messages without a delimiter.
-- The view's subquery, which leaves out rows whose timestamp does not parse, is flattened to
+- The view's subquery, which leaves out rows whose timestamp does not parse (and, on current
+  ClickHouse, messages that did not parse at all), is flattened to
   ``parseDateTimeBestEffortOrZero``: 18.16 cannot push Kafka rows through a subquery ("There is
   no query"), so such rows get timestamp 0 there instead of being left out.
+- The dead-letter table ``jobs_errors`` and its view are left out: 18.16 has no
+  ``kafka_handle_error_mode`` (no ``_error`` / ``_raw_message`` columns) and no TTL.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ KAFKA_SETTINGS_18_16 = frozenset(
         "kafka_max_block_size",
     }
 )
+DEAD_LETTER_TABLE = "jobs_errors"
 _KAFKA_ENGINE = re.compile(r"(ENGINE\s*=\s*Kafka\s+SETTINGS\s+)(.*)$", re.IGNORECASE | re.DOTALL)
 _FILTERING_SUBQUERY = re.compile(
     r"assumeNotNull\((?P<parsed>\w+)\) AS (?P<alias>\w+)\s+"
     r"FROM \(\s*SELECT (?P<columns>.*?),\s*"
     r"parseDateTimeBestEffortOrNull\((?P<source>\w+)\) AS (?P=parsed)\s+"
-    r"FROM (?P<table>\w+)\s*\)\s*"
+    r"FROM (?P<table>\w+)\s*(?:WHERE length\(_error\) = 0\s*)?\)\s*"
     r"WHERE isNotNull\((?P=parsed)\)",
     re.DOTALL,
 )
@@ -74,8 +78,19 @@ def _flatten_timestamp_filter(statement: str, report: Callable[[str], None]) -> 
     return adapted
 
 
+def _without_dead_letter_table(statements: list[str], report: Callable[[str], None]) -> list[str]:
+    kept = [statement for statement in statements if DEAD_LETTER_TABLE not in statement]
+    if len(kept) < len(statements):
+        report(
+            f"18.16 adaptation: left out {DEAD_LETTER_TABLE} and its view (18.16 has no "
+            "kafka_handle_error_mode and no TTL; broken rows are skipped instead)"
+        )
+    return kept
+
+
 def adapt_for_clickhouse_18(statements: list[str], report: Callable[[str], None]) -> list[str]:
-    return [
+    adapted = [
         _flatten_timestamp_filter(_adapt_kafka_settings(statement, report), report)
         for statement in statements
     ]
+    return _without_dead_letter_table(adapted, report)

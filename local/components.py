@@ -30,7 +30,7 @@ from confluent_kafka.cimpl import NewTopic
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.schema.apply import apply
 from jobflow.schema.clickhouse import ClickHouseHttp
-from jobflow.schema.statements import digest, render, split_statements
+from jobflow.schema.statements import created_name, digest, render, split_statements
 from jobflow.schema.targets import ClickHouseTarget
 from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
@@ -461,7 +461,8 @@ class ClickHouse(Component):
             statements,
             self.data.parent / "applied-schema.sha256",
         )
-        step(self.name, f"tables jobs_kafka, jobs, jobs_mv in place (ClickHouse {version})")
+        tables = ", ".join(created_name(statement) for statement in statements)
+        step(self.name, f"{tables} in place (ClickHouse {version})")
 
 
 class Prometheus(Component):

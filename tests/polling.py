@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -18,3 +19,16 @@ def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str
             return value
         assert time.monotonic() < deadline, what or f"not so after {timeout_s:.0f}s"
         time.sleep(0.2)
+
+
+async def eventually_async(
+    probe: Callable[[], Awaitable[T | None]], timeout_s: float = 30.0, what: str = ""
+) -> T:
+    """eventually() for a coroutine probe."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what or f"not so after {timeout_s:.0f}s"
+        await asyncio.sleep(0.2)

@@ -224,6 +224,15 @@ def test_the_connector_is_the_contract_file_with_credentials_from_the_secret() -
     ]
 
 
+def test_the_sink_reads_committed_records_only() -> None:
+    (connect,) = kinds(render(), "KafkaConnect").values()
+    assert connect["spec"]["config"]["consumer.isolation.level"] == "read_committed"
+    # The connector's own override must be allowed, or Connect refuses the connector.
+    assert connect["spec"]["config"]["connector.client.config.override.policy"] == "All"
+    (connector,) = kinds(render(), "KafkaConnector").values()
+    assert connector["spec"]["config"]["consumer.override.isolation.level"] == "read_committed"
+
+
 def test_postgres_gets_the_contract_ddl_and_generated_credentials() -> None:
     objects = render()
     init = kinds(objects, "ConfigMap")["jobflow-postgres-init"]

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -222,7 +223,23 @@ def test_replication_fits_the_brokers() -> None:
         "KSQL_KSQL_SINK_REPLICAS",
     ):
         assert 1 <= int(ksqldb[key]) <= brokers, key
+
+
+def test_ksqldb_and_clickhouse_read_committed_records_only() -> None:
+    ksqldb = env_of(the("Deployment")["spec"]["template"]["spec"]["containers"][0])
     assert ksqldb["KSQL_KSQL_STREAMS_PROCESSING_GUARANTEE"] == "exactly_once_v2"
+    assert ksqldb["KSQL_KSQL_STREAMS_CONSUMER_ISOLATION_LEVEL"] == "read_committed"
+
+    config_map = the("ConfigMap")
+    kafka = ElementTree.fromstring(config_map["data"]["kafka.xml"]).find("kafka")  # noqa: S314 - ours
+    assert kafka is not None
+    assert kafka.findtext("isolation_level") == "read_committed"
+    pod = the("StatefulSet")["spec"]["template"]["spec"]
+    (volume,) = (v for v in pod["volumes"] if v.get("configMap"))
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    (mount,) = (m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    assert mount["mountPath"] == "/etc/clickhouse-server/config.d/kafka.xml"
+    assert mount["subPath"] == "kafka.xml"
 
 
 def test_clickhouse_credentials_come_from_a_secret_not_a_file() -> None:

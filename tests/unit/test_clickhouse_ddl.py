@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from local.config import CONTRACTS
 
 from jobflow.core.models import ClickhouseMessage, JobDone
-from jobflow.schema.statements import render, split_statements
+from jobflow.schema.statements import created_name, render, split_statements
 
 chdb_session = pytest.importorskip("chdb.session")
 
@@ -46,8 +45,7 @@ def canonical() -> dict[str, str]:
         (CONTRACTS / "clickhouse" / "schema.sql").read_text(), {"kafka_broker_list": "127.0.0.1:1"}
     )
     statements = split_statements(text)
-    names = [re.search(r"EXISTS (\w+)", s).group(1) for s in statements]  # type: ignore[union-attr]
-    return dict(zip(names, statements, strict=True))
+    return {created_name(statement): statement for statement in statements}
 
 
 def test_the_kafka_table_and_its_settings_are_accepted(clickhouse: object) -> None:
@@ -71,16 +69,22 @@ def test_an_unknown_kafka_setting_would_be_rejected(clickhouse: object) -> None:
         )
 
 
-def test_the_target_table_and_the_view_are_created(clickhouse: object) -> None:
-    query(clickhouse, canonical()["jobs"])
-    query(clickhouse, canonical()["jobs_mv"])
+# What the Kafka engine adds to each row it reads (kafka_handle_error_mode = 'stream'): stand-in
+# tables carry them as ordinary columns, so that the views' SQL runs on rows of our choosing.
+VIRTUAL_COLUMNS = (
+    "_topic String DEFAULT 'clickhouse-topic', _partition UInt64 DEFAULT 0, "
+    "_offset UInt64 DEFAULT 0, _error String DEFAULT '', _raw_message String DEFAULT ''"
+)
+
+
+def test_every_table_and_view_is_created(clickhouse: object) -> None:
+    for name in ("jobs", "jobs_mv", "jobs_errors", "jobs_errors_mv"):
+        query(clickhouse, canonical()[name])
     tables = query(clickhouse, "SHOW TABLES").split()
-    assert {"jobs", "jobs_kafka", "jobs_mv"} <= set(tables)
+    assert {"jobs", "jobs_kafka", "jobs_mv", "jobs_errors", "jobs_errors_mv"} <= set(tables)
 
 
-def test_the_views_select_turns_the_csv_rows_into_the_specs_rows(
-    clickhouse: object, tmp_path: Path
-) -> None:
+def test_the_views_select_turns_the_csv_rows_into_the_specs_rows(clickhouse: object) -> None:
     done = JobDone(
         id=JOB_ID,
         create_date="2024-01-27T12:34:50.594423357Z",
@@ -89,9 +93,10 @@ def test_the_views_select_turns_the_csv_rows_into_the_specs_rows(
     csv = "\n".join(row.to_csv().decode() for row in ClickhouseMessage.rows_for(done))
     query(
         clickhouse,
-        "CREATE TABLE csv_rows (id String, status String, timestamp String) ENGINE = Memory",
+        "CREATE TABLE csv_rows (id String, status String, timestamp String, "
+        f"{VIRTUAL_COLUMNS}) ENGINE = Memory",
     )
-    query(clickhouse, f"INSERT INTO csv_rows FORMAT CSV {csv}")
+    query(clickhouse, f"INSERT INTO csv_rows (id, status, timestamp) FORMAT CSV {csv}")
     select = canonical()["jobs_mv"].split("AS\n", 1)[1].replace("jobs_kafka", "csv_rows")
     assert query(clickhouse, f"SELECT * FROM ({select}) ORDER BY status").splitlines() == [
         f"{JOB_ID}\tcreate\t2024-01-27 12:34:50",
@@ -99,25 +104,77 @@ def test_the_views_select_turns_the_csv_rows_into_the_specs_rows(
     ]
 
 
-def test_a_row_with_an_unparseable_timestamp_is_left_out_and_does_not_block_the_others(
-    clickhouse: object,
-) -> None:
-    # Regression: with a bare parseDateTimeBestEffortOrNull the NULL failed the whole insert.
+@pytest.fixture
+def flow(clickhouse: object) -> Iterator[object]:
+    """The canonical tables and views in a database of their own, fed by a Null table that
+    stands in for jobs_kafka."""
     query(clickhouse, "CREATE DATABASE flow")
     query(
         clickhouse,
-        "CREATE TABLE flow.feed (id String, status String, timestamp String) ENGINE = Null",
+        "CREATE TABLE flow.feed (id String, status String, timestamp String, "
+        f"{VIRTUAL_COLUMNS}) ENGINE = Null",
     )
-    query(clickhouse, canonical()["jobs"].replace("EXISTS jobs", "EXISTS flow.jobs"))
-    view = canonical()["jobs_mv"].replace("EXISTS jobs_mv", "EXISTS flow.jobs_mv")
-    query(clickhouse, view.replace("TO jobs", "TO flow.jobs").replace("jobs_kafka", "flow.feed"))
+    for name in ("jobs", "jobs_errors", "jobs_mv", "jobs_errors_mv"):
+        statement = re.sub(r"\b(jobs\w*)", r"flow.\1", canonical()[name])
+        query(clickhouse, statement.replace("flow.jobs_kafka", "flow.feed"))
+    yield clickhouse
+    query(clickhouse, "DROP DATABASE flow")
+
+
+def test_a_row_with_an_unparseable_timestamp_goes_to_the_errors_table_not_blocking_others(
+    flow: object,
+) -> None:
+    # Regression: with a bare parseDateTimeBestEffortOrNull the NULL failed the whole insert.
     rows = [
         f"{JOB_ID},create,2024-01-27T12:34:50.594423357Z",
         f"{JOB_ID},finish,yesterday",
         f"{JOB_ID},finish,2024-01-27T12:34:50.704464721Z",
     ]
-    query(clickhouse, "INSERT INTO flow.feed FORMAT CSV " + "\n".join(rows))
-    assert query(clickhouse, "SELECT * FROM flow.jobs ORDER BY status").splitlines() == [
+    query(flow, "INSERT INTO flow.feed (id, status, timestamp) FORMAT CSV " + "\n".join(rows))
+    assert query(flow, "SELECT * FROM flow.jobs ORDER BY status").splitlines() == [
         f"{JOB_ID}\tcreate\t2024-01-27 12:34:50",
         f"{JOB_ID}\tfinish\t2024-01-27 12:34:50",
+    ]
+    assert query(flow, "SELECT raw_message, error FROM flow.jobs_errors").splitlines() == [
+        f"{JOB_ID},finish,yesterday\ttimestamp is not a date and time"
+    ]
+
+
+def test_a_message_the_engine_could_not_parse_goes_to_the_errors_table_with_its_origin(
+    flow: object,
+) -> None:
+    # In stream mode the engine hands over such a message as a row with empty columns and
+    # _error / _raw_message set.
+    query(
+        flow,
+        "INSERT INTO flow.feed (_partition, _offset, _error, _raw_message) VALUES "
+        "(2, 41, 'Cannot parse input: expected \\',\\'', 'not,a,csv,row,at,all')",
+    )
+    assert query(flow, "SELECT count() FROM flow.jobs") == "0"
+    assert query(
+        flow, "SELECT topic, partition, offset, raw_message, error FROM flow.jobs_errors"
+    ).splitlines() == [
+        "clickhouse-topic\t2\t41\tnot,a,csv,row,at,all\tCannot parse input: expected \\',\\'"
+    ]
+
+
+def test_a_replayed_row_is_folded_so_each_job_shows_one_create_and_one_finish(
+    flow: object,
+) -> None:
+    rows = "\n".join(
+        [
+            f"{JOB_ID},create,2024-01-27T12:34:50.594423357Z",
+            f"{JOB_ID},finish,2024-01-27T12:34:50.704464721Z",
+        ]
+    )
+    # Two inserts of the same block: what the engine does when it inserted a block and stopped
+    # before committing its offsets.
+    for _ in range(2):
+        query(flow, f"INSERT INTO flow.feed (id, status, timestamp) FORMAT CSV {rows}")
+    assert query(flow, "SELECT count() FROM flow.jobs") == "4"
+    assert query(
+        flow, "SELECT status, count() FROM flow.jobs FINAL GROUP BY status ORDER BY status"
+    ).splitlines() == [
+        "create\t1",
+        "finish\t1",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from string import Template
 
@@ -17,6 +18,17 @@ def split_statements(text: str) -> list[str]:
         if stripped:
             statements.append(stripped)
     return statements
+
+
+_CREATED = re.compile(r"\bIF NOT EXISTS\s+([\w.]+)", re.IGNORECASE)
+
+
+def created_name(statement: str) -> str:
+    """The name a ``CREATE ... IF NOT EXISTS <name>`` statement creates."""
+    match = _CREATED.search(statement)
+    if match is None:
+        raise ValueError(f"not a CREATE ... IF NOT EXISTS statement: {statement[:60]!r}")
+    return match.group(1)
 
 
 def render(text: str, values: Mapping[str, str]) -> str:
