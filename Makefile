@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help up down status logs clean test test-unit test-stack test-operator chart-check kube-tools lint format typecheck docs \
+.PHONY: help up down status logs clean test test-unit test-stack test-chaos chaos test-operator chart-check kube-tools lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -65,6 +65,12 @@ test-unit: $(VENV)/.synced ## tests that need no running stack
 
 test-stack: $(VENV)/.synced ## integration and end-to-end tests on the local stack (starts it)
 	@$(RUN) pytest tests/stack
+
+test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of make test)
+	@$(RUN) pytest tests/chaos
+
+chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
+	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
 
 kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the operator tests (cached)
 	@tools/kube/build.sh

@@ -34,6 +34,7 @@ from jobflow.schema.statements import created_name, digest, render, split_statem
 from jobflow.schema.targets import ClickHouseTarget
 from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
+from local.connect_watchdog import restart_failed
 from local.output import step, warn
 from local.supervisor import Program
 
@@ -124,6 +125,9 @@ class Postgres(Component):
                 f"unix_socket_directories={self.sockets}",
             ],
             user=self.os_user(),
+            # SIGTERM is PostgreSQL's smart shutdown, which waits for every client (Connect's
+            # pool never leaves); SIGINT is its fast shutdown: sessions end, data is flushed.
+            stop_signal="INT",
         )
 
     def prepare(self) -> None:
@@ -359,6 +363,9 @@ class Connect(Component):
 
     async def setup(self) -> None:
         wanted = self.connector_config()
+        # A task that failed while the stack was down (PostgreSQL stopped first) gets its
+        # restart now; after that the watchdog restarts failed tasks.
+        await asyncio.to_thread(self._restart_failed)
         async with httpx.AsyncClient(base_url=self.endpoint, timeout=30) as client:
             current = await client.get(f"/connectors/{self.connector}/config")
             # Connect echoes the connector's name back into its config.
@@ -370,6 +377,12 @@ class Connect(Component):
                 response.raise_for_status()
             await self._wait_running(client)
         step(self.name, f"connector {self.connector} running (charts/jobflow/files/connect/)")
+
+    def _restart_failed(self) -> None:
+        with httpx.Client(base_url=self.endpoint, timeout=30) as client:
+            restarted = restart_failed(client, self.connector)
+        if restarted:
+            step(self.name, f"restarted failed {', '.join(restarted)} of {self.connector}")
 
     async def _wait_running(self, client: httpx.AsyncClient) -> None:
         deadline = asyncio.get_running_loop().time() + self.stack.ready_timeout_s
@@ -391,6 +404,35 @@ class Connect(Component):
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"connector not running: {response.text[:500]}")
             await asyncio.sleep(0.5)
+
+
+class ConnectWatchdog(Component):
+    """Restarts the connector's failed tasks (local/connect_watchdog.py)."""
+
+    name = "connect-watchdog"
+
+    def __init__(self, stack: StackSettings, connect: Connect) -> None:
+        super().__init__(stack)
+        self.connect = connect
+        self.endpoint = f"watching {connect.connector}"
+        self.ports = {}
+
+    def program(self) -> Program:
+        return Program(
+            name=self.name,
+            command=[
+                str(REPO / ".venv" / "bin" / "python"),
+                "-m",
+                "local.connect_watchdog",
+                self.connect.endpoint,
+                self.connect.connector,
+            ],
+            directory=REPO,
+            stop_wait_s=5,
+        )
+
+    async def unready_reason(self) -> str | None:
+        return None  # nothing to ask it: running (supervisord's state) is all there is
 
 
 class ClickHouse(Component):

@@ -18,6 +18,7 @@ from local.components import (
     ClickHouse,
     Component,
     Connect,
+    ConnectWatchdog,
     Kafka,
     Postgres,
     Prometheus,
@@ -42,13 +43,15 @@ def components(stack: StackSettings) -> list[Component]:
     """Every component, in start order: each may depend on those before it."""
     postgres = PostgresSettings()
     kafka = Kafka(stack, stack.path("java", "lib"))
+    connect = Connect(stack, kafka, postgres, stack.path("java", "plugins"))
     environment = service_environment(stack, postgres)
     ports = service_ports()
     return [
         Postgres(stack, postgres),
         kafka,
         ClickHouse(stack),
-        Connect(stack, kafka, postgres, stack.path("java", "plugins")),
+        connect,
+        ConnectWatchdog(stack, connect),
         *(Service(stack, name, port, environment) for name, port in ports.items()),
         Prometheus(stack, ports),
     ]

@@ -31,6 +31,7 @@ class Program:
     user: str | None = None
     directory: Path | None = None
     stop_wait_s: int = 30
+    stop_signal: str = "TERM"
 
 
 def _quoted(value: str) -> str:
@@ -75,7 +76,7 @@ def render_config(settings: StackSettings, programs: list[Program]) -> str:
             "autorestart=unexpected",
             "startsecs=1",
             "startretries=3",
-            "stopsignal=TERM",
+            f"stopsignal={program.stop_signal}",
             f"stopwaitsecs={program.stop_wait_s}",
             "stopasgroup=true",
             "killasgroup=true",
@@ -163,6 +164,12 @@ class Supervisor:
             raise RuntimeError(
                 f"{name} could not be started ({fault.faultString}); see {self.log_file(name)}"
             ) from None
+
+    def stop(self, name: str) -> None:
+        """Stop the program and wait until it has exited (supervisord kills it after its
+        stop_wait_s)."""
+        if self.state(name)[0] in ("RUNNING", "STARTING", "BACKOFF"):
+            self._call("stopProcess", name, True)
 
     def shutdown(self) -> None:
         """Stop every program, then supervisord itself; wait until it has gone."""

@@ -200,6 +200,8 @@ def test_the_connector_is_the_contract_file_with_credentials_from_the_secret() -
     spec = connector["spec"]
     assert spec["class"] == contract.pop("connector.class")
     assert spec["tasksMax"] == int(contract.pop("tasks.max"))
+    # A task the database stopped (it does not retry every error) is restarted by Strimzi.
+    assert spec["autoRestart"] == {"enabled": True}
     config = dict(spec["config"])
     assert config.pop("connection.url") == "jdbc:postgresql://jobflow-postgres:5432/postgres"
     assert config.pop("connection.username") == "${secrets:jobflow/jobflow-postgres:username}"

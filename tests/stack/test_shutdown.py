@@ -94,7 +94,11 @@ def test_an_error_no_retry_fixes_stops_the_process_without_committing(
 ) -> None:
     source, group = isolated["KAFKA_RECEIVER_TOPIC"], isolated["PROCESSOR_GROUP_ID"]
     target = f"{isolated['KAFKA_PROCESSOR_TOPIC']}-tiny"
-    create_topics(kafka, target, config={"max.message.bytes": "64"})  # JobDone is ~150 bytes
+    # Too small for a JobDone record batch (~250 bytes), big enough for the broker's own
+    # transaction markers (~80 bytes). Regression: at 64 bytes the broker could not write the
+    # abort marker there; its marker sender failed for every transaction sharing the request,
+    # and those (other services' included) were left hanging.
+    create_topics(kafka, target, config={"max.message.bytes": "120"})
     work = jobs(3, sleep_ms=1)
     produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
     environment = {**isolated, "KAFKA_PROCESSOR_TOPIC": target}

@@ -9,6 +9,7 @@ runs on one thread of its own, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -36,6 +37,9 @@ librdkafka_log = logging.getLogger("librdkafka")
 
 Headers = Sequence[tuple[str, bytes]]
 T = TypeVar("T")
+
+# How long past its own timeout a transactional call may block before the producer is given up.
+WEDGED_CALL_SLACK_S = 10.0
 
 
 # Delivery errors that no retry will fix; anything else (timeouts, a broker away, a leader
@@ -157,7 +161,9 @@ class AsyncProducer:
     # instance with the same transactional.id).
 
     async def init_transactions(self, timeout_s: float) -> None:
-        await asyncio.to_thread(self._producer.init_transactions, timeout_s)
+        await self._transactional(
+            "init_transactions", timeout_s, self._producer.init_transactions, timeout_s
+        )
 
     def begin_transaction(self) -> None:
         self._producer.begin_transaction()
@@ -165,15 +171,56 @@ class AsyncProducer:
     async def send_offsets_to_transaction(
         self, offsets: list[TopicPartition], group_metadata: object, timeout_s: float
     ) -> None:
-        await asyncio.to_thread(
-            self._producer.send_offsets_to_transaction, offsets, group_metadata, timeout_s
+        await self._transactional(
+            "send_offsets_to_transaction",
+            timeout_s,
+            self._producer.send_offsets_to_transaction,
+            offsets,
+            group_metadata,
+            timeout_s,
         )
 
     async def commit_transaction(self, timeout_s: float) -> None:
-        await asyncio.to_thread(self._producer.commit_transaction, timeout_s)
+        await self._transactional(
+            "commit_transaction", timeout_s, self._producer.commit_transaction, timeout_s
+        )
 
     async def abort_transaction(self, timeout_s: float) -> None:
-        await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
+        await self._transactional(
+            "abort_transaction", timeout_s, self._producer.abort_transaction, timeout_s
+        )
+
+    async def _transactional(
+        self, name: str, timeout_s: float, call: Callable[..., None], *args: Any
+    ) -> None:
+        """Run a blocking transactional call on a daemon thread of its own; give up on it when
+        it outlives its own timeout by WEDGED_CALL_SLACK_S.
+
+        librdkafka can block in such a call past its timeout, for good: after the group
+        coordinator restarted, send_offsets_to_transaction never returned here (known upstream:
+        confluentinc/librdkafka#5456 and #5511). The producer is then unusable, so this raises
+        ProducerFailedError; the abandoned thread, a daemon, cannot keep the process from
+        exiting, and a fresh process's producer fences this one's transaction.
+        """
+        loop = asyncio.get_running_loop()
+        returned: asyncio.Future[None] = loop.create_future()
+
+        def run() -> None:
+            try:
+                call(*args)
+            except BaseException as exc:
+                _settle_from_thread(loop, returned, exc)
+            else:
+                _settle_from_thread(loop, returned, None)
+
+        threading.Thread(target=run, name=f"kafka-{name}", daemon=True).start()
+        limit_s = timeout_s + WEDGED_CALL_SLACK_S
+        try:
+            await asyncio.wait_for(asyncio.shield(returned), limit_s)
+        except TimeoutError:
+            raise ProducerFailedError(
+                f"{name} did not return within {limit_s:.0f} s: the producer is stuck"
+            ) from None
 
     def list_topics(self, timeout_s: float) -> set[str]:
         """Topic names from the cluster's metadata; raises KafkaException when unreachable."""
@@ -186,6 +233,22 @@ class AsyncProducer:
         if self._poller.is_alive():
             self._poller.join(timeout=1.0)
         return remaining
+
+
+def _settle_from_thread(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], error: BaseException | None
+) -> None:
+    def settle() -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    # A call that returns after its caller gave up and the loop closed has nobody to tell.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(settle)
 
 
 def _log_client_error(error: KafkaError) -> None:

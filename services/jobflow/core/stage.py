@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Message
 from fastapi import FastAPI
 from pydantic import Field, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from jobflow.core.kafka import (
     AsyncProducer,
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 MAX_ABORT_PAUSE_S = 5.0
 # How much longer than the delivery timeout a transaction may stay open.
 TRANSACTION_SLACK_MS = 10_000
+# Calls of commit_transaction while its error stays retriable, before the producer is given up.
+COMMIT_ATTEMPTS = 5
 
 In = TypeVar("In", bound=WireModel)
 
@@ -162,15 +165,30 @@ class StageRunner(Generic[In]):
         TRANSACTIONS.labels(self._stage.name, "committed").inc()
 
     async def _commit_retrying(self) -> None:
-        """commit_transaction, called again while its error is retriable, as documented."""
-        while True:
-            try:
-                await self._producer.commit_transaction(self._transaction_timeout_s)
-            except KafkaException as exc:
-                if _kafka_error(exc).retriable():
-                    continue
-                raise
-            return
+        """commit_transaction, called again while its error is retriable, as documented: a
+        few times, with growing pauses; then the producer is given up on (a fresh process's
+        producer fences this one and settles the transaction)."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_retriable),
+            stop=stop_after_attempt(COMMIT_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.1, max=MAX_ABORT_PAUSE_S),
+            before_sleep=lambda state: log.warning(
+                "transaction commit failed; trying again",
+                extra={"error": str(state.outcome and state.outcome.exception())},
+            ),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._producer.commit_transaction(self._transaction_timeout_s)
+        except KafkaException as exc:
+            if _retriable(exc):
+                TRANSACTIONS.labels(self._stage.name, "failed").inc()
+                raise ProducerFailedError(
+                    f"commit still retriable after {COMMIT_ATTEMPTS} attempts: {exc}"
+                ) from exc
+            raise
 
     async def _abort(self, cause: Exception, acks: list[asyncio.Future[Message]]) -> None:
         """Abort after ``cause``; raise ProducerFailedError when no retry can help."""
@@ -238,6 +256,10 @@ def _kafka_error(exc: KafkaException) -> KafkaError:
     return KafkaError(KafkaError._FAIL, str(exc))
 
 
+def _retriable(error: BaseException) -> bool:
+    return isinstance(error, KafkaException) and _kafka_error(error).retriable()
+
+
 def _worth_retrying(error: BaseException) -> bool:
     """Whether the batch's transaction failed in a way a fresh try may overcome."""
     if isinstance(error, KafkaException):
@@ -265,6 +287,15 @@ class StageSettings(ServiceSettings):
     )
     poll_timeout_s: float = Field(
         default=0.2, gt=0, description="How long one poll waits for records."
+    )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        le=300_000,
+        description=(
+            "How long the group waits for a silent instance before handing its partitions to "
+            "the others (Kafka's default is 45 s): the pause a crashed instance causes."
+        ),
     )
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
@@ -302,7 +333,15 @@ def create_stage_app(
             "transaction.timeout.ms": kafka.delivery_timeout_ms + TRANSACTION_SLACK_MS,
         },
     )
-    consumer = BatchConsumer(kafka, settings.group_id, [input_topic])
+    consumer = BatchConsumer(
+        kafka,
+        settings.group_id,
+        [input_topic],
+        {
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.session_timeout_ms // 3,
+        },
+    )
     runner = StageRunner(
         stage, consumer, producer, kafka, settings.max_batch, settings.poll_timeout_s
     )

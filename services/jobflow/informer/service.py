@@ -72,6 +72,9 @@ def build_backend(settings: InformerSettings, postgres: PostgresSettings) -> Sta
         open=False,
         timeout=settings.backend_timeout_s,
         kwargs={"options": f"-c statement_timeout={int(settings.backend_timeout_s * 1000)}"},
+        # A connection PostgreSQL closed (a restart) is found out and replaced before a lookup
+        # uses it, rather than failing that lookup with a 503.
+        check=AsyncConnectionPool.check_connection,
     )
     return PostgresBackend(pool, postgres.table)
 

@@ -1,0 +1,351 @@
+"""Load, faults and the reckoning afterwards, for the fault-injection scenarios.
+
+A scenario runs a steady load against the local stack's receiver, injects one fault, stops the
+load, waits for the pipeline to drain, then counts every accepted job in each place it must be
+exactly once: processor-topic, postgres-topic, clickhouse-topic (read_committed), PostgreSQL,
+ClickHouse's deduplicated query, the informer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+from local.components import Component
+from local.config import StackSettings
+from local.stack import components
+from local.supervisor import Supervisor
+
+from jobflow.core.settings import KafkaSettings, PostgresSettings
+from tests.polling import eventually
+
+
+@dataclass(frozen=True)
+class ChaosProfile:
+    """How hard and how long each scenario pushes."""
+
+    rate_per_s: int
+    load_s: float
+    fault_after_s: float
+    postgres_outage_s: float
+    drain_timeout_s: float
+
+
+# `make chaos` runs the full profile; `make test` the short one (CHAOS_PROFILE unset).
+PROFILES = {
+    "short": ChaosProfile(
+        rate_per_s=100, load_s=10, fault_after_s=3, postgres_outage_s=10, drain_timeout_s=150
+    ),
+    "full": ChaosProfile(
+        rate_per_s=300, load_s=40, fault_after_s=10, postgres_outage_s=30, drain_timeout_s=300
+    ),
+}
+
+
+def profile() -> ChaosProfile:
+    name = os.environ.get("CHAOS_PROFILE", "short")
+    if name not in PROFILES:
+        raise ValueError(f"CHAOS_PROFILE={name!r}: expected one of {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+# --- Load --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    accepted: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class Load:
+    """POST /api/v1/create/job at a fixed rate from a thread of its own, until stopped.
+
+    Open model: requests are started on schedule whether or not earlier ones have answered
+    (up to ``max_in_flight``; beyond that a tick is counted as an error, not queued)."""
+
+    def __init__(self, receiver_url: str, rate_per_s: int, max_in_flight: int = 200) -> None:
+        self._url = receiver_url
+        self._interval_s = 1 / rate_per_s
+        self._max_in_flight = max_in_flight
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.result = LoadResult()
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        return self.result
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self._max_in_flight)
+        async with httpx.AsyncClient(base_url=self._url, timeout=10, limits=limits) as client:
+            in_flight: set[asyncio.Task[None]] = set()
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                if len(in_flight) >= self._max_in_flight:
+                    self.result.errors["client: too many in flight"] += 1
+                else:
+                    task = asyncio.create_task(self._one(client))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                next_at += self._interval_s
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if in_flight:
+                await asyncio.wait(in_flight)
+
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        try:
+            answer = await client.post("/api/v1/create/job", json={"sleep": 100})
+        except httpx.HTTPError as exc:
+            self.result.errors[f"client: {type(exc).__name__}"] += 1
+            return
+        if answer.status_code == httpx.codes.OK:
+            self.result.accepted.append(answer.json()["id"])
+        else:
+            self.result.errors[f"HTTP {answer.status_code}"] += 1
+
+
+def create_one(receiver_url: str, timeout_s: float = 60) -> str:
+    """One job, retried until the receiver accepts it; its id."""
+
+    def attempt() -> str | None:
+        try:
+            answer = httpx.post(f"{receiver_url}/api/v1/create/job", json={"sleep": 100}, timeout=5)
+        except httpx.HTTPError:
+            return None
+        return answer.json()["id"] if answer.status_code == httpx.codes.OK else None
+
+    return eventually(attempt, timeout_s, "the receiver accepted no job")
+
+
+# --- Faults ------------------------------------------------------------------------------------
+
+
+class Stack:
+    """The running local stack's components, to break and mend."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.supervisor = Supervisor(settings)
+        self.parts = {component.name: component for component in components(settings)}
+
+    def pid(self, name: str) -> int:
+        state, pid = self.supervisor.state(name)
+        assert state == "RUNNING", f"{name} is {state}"
+        return pid
+
+    def kill_9(self, name: str) -> None:
+        """SIGKILL the component; supervisord starts it again (it exited unexpectedly)."""
+        before = self.pid(name)
+        os.kill(before, signal.SIGKILL)
+        eventually(
+            lambda: (
+                self.supervisor.state(name) == ("RUNNING", self.supervisor.state(name)[1])
+                and self.supervisor.state(name)[1] not in (0, before)
+            ),
+            60,
+            f"supervisord did not start {name} again",
+        )
+        self.wait_ready(name)
+
+    def stop(self, name: str) -> None:
+        self.supervisor.stop(name)
+
+    def start(self, name: str) -> None:
+        self.supervisor.start(name)
+        self.wait_ready(name)
+
+    def wait_ready(self, name: str, timeout_s: float = 120) -> None:
+        component: Component = self.parts[name]
+        eventually(
+            lambda: asyncio.run(component.unready_reason()) is None,
+            timeout_s,
+            f"{name} not ready again after {timeout_s:.0f}s",
+        )
+
+    def healthy(self) -> list[str]:
+        """Components not running or not ready (empty when all are well)."""
+        unwell = []
+        for name, component in self.parts.items():
+            state, _ = self.supervisor.state(name)
+            if state != "RUNNING" or asyncio.run(component.unready_reason()) is not None:
+                unwell.append(f"{name} ({state})")
+        return unwell
+
+
+# --- The reckoning -----------------------------------------------------------------------------
+
+
+def end_offsets(kafka: KafkaSettings, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "chaos-offsets"})
+    try:
+        offsets = {}
+        for topic in topics:
+            for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                offsets[TopicPartition(topic, partition)] = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10
+                )[1]
+        return offsets
+    finally:
+        consumer.close()
+
+
+def records_since(
+    kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every committed record of ``topic`` from ``start`` to its current end."""
+    end = end_offsets(kafka, [topic])
+    assignment = [
+        TopicPartition(tp.topic, tp.partition, offset)
+        for tp, offset in start.items()
+        if tp.topic == topic and end[tp] > offset
+    ]
+    if not assignment:
+        return []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": "chaos-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    found: list[tuple[bytes, bytes]] = []
+    try:
+        consumer.assign(assignment)
+        remaining = {tp.partition for tp in assignment}
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is not None:
+                    continue
+                found.append((message.key() or b"", message.value() or b""))
+            # Transaction markers take offsets too: done when the position reaches the end.
+            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
+                if tp.offset >= end[TopicPartition(topic, tp.partition)]:
+                    remaining.discard(tp.partition)
+        assert not remaining, f"{topic}: partitions {sorted(remaining)} not read to the end"
+    finally:
+        consumer.close()
+    return found
+
+
+def postgres_statuses(since_epoch_s: int) -> dict[str, list[str]]:
+    with psycopg.connect(PostgresSettings().conninfo(), autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT id, status FROM jobs WHERE create_date >= %s", (since_epoch_s,)
+        ).fetchall()
+    statuses: dict[str, list[str]] = {}
+    for job, status in rows:
+        statuses.setdefault(str(job), []).append(str(status))
+    return statuses
+
+
+def clickhouse_counts(settings: StackSettings, since_epoch_s: int) -> Counter[tuple[str, str]]:
+    """(id, status) → rows in the deduplicated query, for rows created since then."""
+    query = (
+        "SELECT id, status, count() FROM jobs FINAL "
+        f"WHERE timestamp >= toDateTime({since_epoch_s}) GROUP BY id, status FORMAT TSV"
+    )
+    answer = httpx.post(settings.clickhouse_url, content=query.encode(), timeout=60)
+    assert answer.status_code == httpx.codes.OK, answer.text
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in answer.text.splitlines():
+        job, status, count = line.split("\t")
+        counts[(job, status)] = int(count)
+    return counts
+
+
+def informer_statuses(informer_url: str, ids: list[str]) -> dict[str, str]:
+    async def look_up_all() -> dict[str, str]:
+        gate = asyncio.Semaphore(20)
+        async with httpx.AsyncClient(base_url=informer_url, timeout=10) as client:
+
+            async def one(job: str) -> tuple[str, str]:
+                async with gate:
+                    answer = await client.get(f"/info/{job}")
+                return job, answer.json()["status"] if answer.status_code == 200 else "error"
+
+            return dict(await asyncio.gather(*(one(job) for job in ids)))
+
+    return asyncio.run(look_up_all())
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    accepted: int
+    errors: int
+    in_postgres: int
+    in_clickhouse: int
+    duplicates: int
+    lost: int
+    dead_lettered: int
+    recovery_s: float | None
+    unacknowledged_written: int
+    detail: list[str] = field(default_factory=list)
+
+    def row(self) -> list[str]:
+        recovery = "-" if self.recovery_s is None else f"{self.recovery_s:.1f}"
+        return [
+            self.scenario,
+            str(self.accepted),
+            str(self.errors),
+            str(self.in_postgres),
+            str(self.in_clickhouse),
+            str(self.duplicates),
+            str(self.lost),
+            str(self.dead_lettered),
+            recovery,
+        ]
+
+
+HEADER = [
+    "scenario",
+    "accepted",
+    "errors",
+    "in Postgres",
+    "in ClickHouse",
+    "duplicates",
+    "lost",
+    "DLQ'd",
+    "recovery s",
+]
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [HEADER, *(outcome.row() for outcome in outcomes)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def first_time(probe: Callable[[], bool], timeout_s: float) -> float | None:
+    """When ``probe`` first held (time.monotonic()), or None within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if probe():
+            return time.monotonic()
+        time.sleep(0.25)
+    return None

@@ -1,0 +1,227 @@
+"""The fault-injection suite: each scenario loads the local stack, breaks one thing, lets the
+pipeline drain, and fails on any accepted job lost or any job seen twice downstream.
+
+`make chaos` runs it with the full profile (CHAOS_PROFILE=full: 300 jobs/s, Postgres away for
+30 s); `make test` with the short one. See docs/operations.md for what each scenario shows.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+
+import pytest
+from local.components import service_environment
+
+from jobflow.core.settings import KafkaSettings, PostgresSettings
+from tests.chaos.harness import (
+    Load,
+    Outcome,
+    Stack,
+    clickhouse_counts,
+    create_one,
+    end_offsets,
+    first_time,
+    informer_statuses,
+    postgres_statuses,
+    profile,
+    records_since,
+)
+from tests.stack.processes import ServiceProcess, service_process
+from tests.stack.topics import produce
+
+POISON_PER_TOPIC = 5
+
+
+@dataclass
+class Scenario:
+    name: str
+    inject: Callable[[Stack, list[ServiceProcess]], None]
+    # Extra processes running through the whole scenario (the third scenario's processors).
+    setup: Callable[[Stack], AbstractContextManager[list[ServiceProcess]]] = lambda _: nullcontext(
+        []
+    )
+    poison_per_topic: int = 0
+
+
+def kill_9(name: str) -> Callable[[Stack, list[ServiceProcess]], None]:
+    return lambda stack, _: stack.kill_9(name)
+
+
+def restart(name: str) -> Callable[[Stack, list[ServiceProcess]], None]:
+    def inject(stack: Stack, _: list[ServiceProcess]) -> None:
+        stack.stop(name)
+        stack.start(name)
+
+    return inject
+
+
+def stop_postgres_for_a_while(stack: Stack, _: list[ServiceProcess]) -> None:
+    stack.stop("postgres")
+    time.sleep(profile().postgres_outage_s)
+    stack.start("postgres")
+
+
+@contextmanager
+def two_more_processors(stack: Stack) -> Iterator[list[ServiceProcess]]:
+    environment = service_environment(stack.settings, PostgresSettings())
+    with (
+        service_process("processor", {**environment, "PROCESSOR_INSTANCE_ID": "chaos-2"}) as second,
+        service_process("processor", {**environment, "PROCESSOR_INSTANCE_ID": "chaos-3"}) as third,
+    ):
+        yield [second, third]
+
+
+def kill_9_one_of_three(_: Stack, extra: list[ServiceProcess]) -> None:
+    extra[0].process.send_signal(signal.SIGKILL)
+    extra[0].process.wait(timeout=10)
+
+
+def poison(stack: Stack, _: list[ServiceProcess]) -> None:
+    kafka = KafkaSettings(bootstrap_servers=stack.settings.kafka_bootstrap)
+    garbage = [b"", b"not json", b'{"id": 1}', b"\xff\xfe", b'{"id": "x", "sleep": "soon"}']
+    for topic in (kafka.receiver_topic, kafka.processor_topic):
+        produce(
+            kafka,
+            topic,
+            [(f"poison-{uuid.uuid4()}".encode(), value) for value in garbage[:POISON_PER_TOPIC]],
+        )
+
+
+SCENARIOS = [
+    Scenario("kill -9 processor", kill_9("processor")),
+    Scenario("kill -9 converter", kill_9("converter")),
+    Scenario("3 processors, kill -9 one", kill_9_one_of_three, setup=two_more_processors),
+    Scenario("restart Kafka", restart("kafka")),
+    Scenario("stop PostgreSQL", stop_postgres_for_a_while),
+    Scenario("restart ClickHouse", restart("clickhouse")),
+    Scenario("poison records", poison, poison_per_topic=POISON_PER_TOPIC),
+]
+
+
+class ProbeWatch:
+    """When a job created right after the fault was cleared reached both sinks."""
+
+    def __init__(self, stack: Stack, job: str, since: int, timeout_s: float) -> None:
+        self.arrived_at: float | None = None
+
+        def arrived() -> bool:
+            return postgres_statuses(since).get(job) == ["finish"] and (
+                clickhouse_counts(stack.settings, since)[(job, "finish")] >= 1
+            )
+
+        def watch() -> None:
+            self.arrived_at = first_time(arrived, timeout_s)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+
+    def wait(self) -> float | None:
+        self._thread.join()
+        return self.arrived_at
+
+
+def run(scenario: Scenario, stack: Stack) -> Outcome:
+    chosen = profile()
+    kafka = KafkaSettings(bootstrap_servers=stack.settings.kafka_bootstrap)
+    receiver = stack.parts["receiver"].endpoint
+    informer = stack.parts["informer"].endpoint
+    outputs = [kafka.processor_topic, kafka.postgres_topic, kafka.clickhouse_topic]
+    dead_letters = [f"{topic}.dlq" for topic in (kafka.receiver_topic, *outputs)]
+    start = end_offsets(kafka, outputs + dead_letters)
+    since = int(time.time()) - 1
+
+    with scenario.setup(stack) as extra, Load(receiver, chosen.rate_per_s) as load:
+        started = time.monotonic()
+        time.sleep(chosen.fault_after_s)
+        scenario.inject(stack, extra)
+        cleared = time.monotonic()
+        probe = create_one(receiver)
+        watch = ProbeWatch(stack, probe, since, chosen.drain_timeout_s)
+        time.sleep(max(0.0, chosen.load_s - (time.monotonic() - started)))
+        result = load.stop()
+        accepted = set(result.accepted) | {probe}
+
+        def drained() -> bool:
+            in_postgres = postgres_statuses(since)
+            in_clickhouse = clickhouse_counts(stack.settings, since)
+            return all(
+                in_postgres.get(job) == ["finish"]
+                and in_clickhouse[(job, "create")] >= 1
+                and in_clickhouse[(job, "finish")] >= 1
+                for job in accepted
+            )
+
+        first_time(drained, chosen.drain_timeout_s)
+        arrived = watch.wait()
+
+    in_postgres = postgres_statuses(since)
+    in_clickhouse = clickhouse_counts(stack.settings, since)
+    informer_says = informer_statuses(informer, sorted(accepted))
+    by_key = {
+        topic: Counter(key.decode() for key, _ in records_since(kafka, start, topic))
+        for topic in (kafka.processor_topic, kafka.postgres_topic)
+    }
+    csv_rows = Counter(
+        (key.decode(), value.decode().split(",")[1])
+        for key, value in records_since(kafka, start, kafka.clickhouse_topic)
+    )
+    dead_lettered = sum(len(records_since(kafka, start, topic)) for topic in dead_letters)
+
+    duplicated = {job for counts in by_key.values() for job, n in counts.items() if n > 1}
+    duplicated |= {job for (job, _), n in csv_rows.items() if n > 1}
+    duplicated |= {job for (job, _), n in in_clickhouse.items() if n > 1}
+    duplicated |= {job for job, statuses in in_postgres.items() if len(statuses) > 1}
+    complete = {
+        job
+        for job in accepted
+        if in_postgres.get(job) == ["finish"]
+        and in_clickhouse[(job, "create")] == 1
+        and in_clickhouse[(job, "finish")] == 1
+        and informer_says.get(job) == "finish"
+    }
+    lost = accepted - complete
+    detail = [
+        f"{job}: Postgres {in_postgres.get(job)}, ClickHouse create "
+        f"{in_clickhouse[(job, 'create')]} finish {in_clickhouse[(job, 'finish')]}, "
+        f"informer {informer_says.get(job)}"
+        for job in sorted(lost)[:5]
+    ]
+    detail += [f"errors: {dict(result.errors)}"] if result.errors else []
+    return Outcome(
+        scenario=scenario.name,
+        accepted=len(accepted),
+        errors=sum(result.errors.values()),
+        in_postgres=sum(1 for job in accepted if job in in_postgres),
+        in_clickhouse=sum(1 for job in accepted if in_clickhouse[(job, "finish")] >= 1),
+        duplicates=len(duplicated),
+        lost=len(lost),
+        dead_lettered=dead_lettered,
+        recovery_s=None if arrived is None else arrived - cleared,
+        unacknowledged_written=len(set(by_key[kafka.processor_topic]) - accepted),
+        detail=detail,
+    )
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "scenario", SCENARIOS, ids=lambda s: re.sub(r"[^a-z0-9]+", "-", s.name.lower()).strip("-")
+)
+def test_nothing_accepted_is_lost_and_nothing_is_duplicated(
+    scenario: Scenario, chaos_stack: Stack, outcomes: list[Outcome]
+) -> None:
+    assert chaos_stack.healthy() == [], "the stack was not healthy before the fault"
+    outcome = run(scenario, chaos_stack)
+    outcomes.append(outcome)
+    assert outcome.lost == 0, outcome.detail
+    assert outcome.duplicates == 0, outcome.detail
+    assert outcome.dead_lettered == 2 * scenario.poison_per_topic, outcome.detail
+    assert outcome.accepted > 0.5 * profile().rate_per_s * profile().load_s, outcome.detail
+    assert chaos_stack.healthy() == [], "the stack did not recover"

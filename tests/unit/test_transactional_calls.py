@@ -1,0 +1,77 @@
+"""How a stage's transactional producer calls are bounded: a call librdkafka never returns
+from, and a commit whose error stays retriable, both end in ProducerFailedError (the process
+then stops and is started afresh) instead of a stage that hangs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from jobflow.core import kafka as kafka_module
+from jobflow.core import stage as stage_module
+from jobflow.core.kafka import AsyncProducer, ProducerFailedError
+from jobflow.core.settings import KafkaSettings
+from jobflow.core.stage import COMMIT_ATTEMPTS, StageRunner
+
+# Nothing listens there: the producer is never asked to reach a broker.
+NOWHERE = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+
+
+async def test_a_call_that_never_returns_fails_the_producer_soon_after_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka_module, "WEDGED_CALL_SLACK_S", 0.2)
+    producer = AsyncProducer(NOWHERE)
+    started = time.monotonic()
+    with pytest.raises(ProducerFailedError, match="stuck_call did not return within 0 s"):
+        await producer._transactional("stuck_call", 0.1, time.sleep, 30)
+    assert time.monotonic() - started < 5
+
+
+async def test_an_error_of_the_call_itself_reaches_the_caller_unchanged() -> None:
+    producer = AsyncProducer(NOWHERE)
+    fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+
+    def fail() -> None:
+        raise fenced
+
+    with pytest.raises(KafkaException) as raised:
+        await producer._transactional("failing_call", 1.0, fail)
+    assert raised.value is fenced
+
+
+class CommitFails:
+    """A producer whose commit keeps failing the way a coordinator that is away makes it."""
+
+    def __init__(self, succeed_on_attempt: int | None) -> None:
+        self.attempts = 0
+        self.succeed_on_attempt = succeed_on_attempt
+
+    async def commit_transaction(self, timeout_s: float) -> None:
+        self.attempts += 1
+        if self.attempts != self.succeed_on_attempt:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))
+
+
+def runner(producer: CommitFails) -> StageRunner[Any]:
+    stage = cast(Any, type("S", (), {"name": "processor"})())
+    return StageRunner(stage, cast(Any, None), cast(Any, producer), NOWHERE, 1, 0.1)
+
+
+async def test_a_retriable_commit_is_tried_again_until_it_goes_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stage_module, "MAX_ABORT_PAUSE_S", 0.01)
+    producer = CommitFails(succeed_on_attempt=3)
+    await runner(producer)._commit_retrying()
+    assert producer.attempts == 3
+
+
+async def test_a_commit_still_retriable_after_its_attempts_fails_the_producer() -> None:
+    producer = CommitFails(succeed_on_attempt=None)
+    with pytest.raises(ProducerFailedError, match=f"after {COMMIT_ATTEMPTS} attempts"):
+        await runner(producer)._commit_retrying()
+    assert producer.attempts == COMMIT_ATTEMPTS
