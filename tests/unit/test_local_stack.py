@@ -9,10 +9,12 @@ import orjson
 import pytest
 import yaml
 from local.clickhouse_compat import adapt_for_clickhouse_18
+from local.components import Postgres
 from local.config import CONTRACTS, StackSettings
+from local.connect_watchdog import failed_parts
 from local.supervisor import Program, render_config
 
-from jobflow.core.settings import KafkaSettings
+from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.schema.statements import render, split_statements
 
 
@@ -31,6 +33,29 @@ def test_supervisor_config_quotes_commands_and_environment(tmp_path: Path) -> No
     assert "user=postgres" in section
     assert f"stdout_logfile={tmp_path}/logs/receiver.log" in section
     assert "autostart=false" in section
+
+
+def test_postgres_is_stopped_with_its_fast_shutdown_signal(tmp_path: Path) -> None:
+    # SIGTERM is PostgreSQL's smart shutdown: it waits for Connect's pooled sessions to end,
+    # which they never do, until supervisord kills it.
+    settings = StackSettings(dir=tmp_path)
+    postgres = Postgres(settings, PostgresSettings())
+    config = render_config(settings, [postgres.program()])
+    assert "stopsignal=INT" in config.split("[program:postgres]")[1].splitlines()
+
+
+@pytest.mark.parametrize(
+    ("status", "failed"),
+    [
+        ({"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "RUNNING"}]}, []),
+        ({"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "FAILED"}]}, ["task 0"]),
+        ({"connector": {"state": "FAILED"}, "tasks": []}, ["connector"]),
+    ],
+)
+def test_the_watchdog_restarts_what_failed_and_nothing_else(
+    status: dict[str, object], failed: list[str]
+) -> None:
+    assert failed_parts(status) == failed
 
 
 def canonical_clickhouse() -> list[str]:
@@ -98,7 +123,11 @@ def test_the_connector_reads_the_postgres_topic_committed_and_upserts_by_id() ->
     assert config["consumer.override.isolation.level"] == "read_committed"
     assert (config["insert.mode"], config["primary.key.fields"]) == ("upsert", "id")
     assert config["errors.deadletterqueue.topic.name"] == "postgres-topic.dlq"
-    assert not any(key.startswith("connection.") and "pool" not in key for key in config)
+    # Where and as whom to connect is each environment's to add (see connect/README.md).
+    assert not {"connection.url", "connection.username", "connection.password"} & set(config)
+    # A connection PostgreSQL dropped is opened again; flushes ride out a minute's outage.
+    assert config["connection.restart.on.errors"] == "true"
+    assert int(config["flush.max.retries"]) * int(config["flush.retry.delay.ms"]) >= 60_000
 
 
 def test_readme_configuration_table_matches_the_settings_classes() -> None:
