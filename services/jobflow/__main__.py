@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
 
-# Each service is an image (services/Dockerfile); smoke is a check run from any of them.
-SERVICES = ("receiver", "processor", "converter", "informer", "operator")
+# Each service is an image (services/Dockerfile); smoke is a check run from any of them. The
+# pipeline's services carry the jobs; the operator sets up their schemas.
+PIPELINE_SERVICES = ("receiver", "processor", "converter", "informer")
+SERVICES = (*PIPELINE_SERVICES, "operator")
 COMMANDS = (*SERVICES, "smoke")
 
 

@@ -223,5 +223,6 @@ def test_nothing_accepted_is_lost_and_nothing_is_duplicated(
     assert outcome.lost == 0, outcome.detail
     assert outcome.duplicates == 0, outcome.detail
     assert outcome.dead_lettered == 2 * scenario.poison_per_topic, outcome.detail
-    assert outcome.accepted > 0.5 * profile().rate_per_s * profile().load_s, outcome.detail
+    # The load ran: at least half of what was sent before the fault was accepted.
+    assert outcome.accepted > 0.5 * profile().rate_per_s * profile().fault_after_s, outcome.detail
     assert chaos_stack.healthy() == [], "the stack did not recover"

@@ -12,10 +12,9 @@ import pytest
 import yaml
 from local.config import CONTRACTS, REPO
 
+from jobflow.__main__ import PIPELINE_SERVICES as SERVICES
 from jobflow.smoke import SmokeSettings
 from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, kinds, render
-
-SERVICES = ("receiver", "processor", "converter", "informer")
 
 
 def test_each_service_has_a_disruption_budget_that_selects_its_pods() -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -57,6 +62,66 @@ def test_an_informer_that_never_answers_fails_within_the_timeout(ports: dict[str
     assert steps[0]["step"] == "created"
     assert steps[-1]["step"] == "failed"
     assert "gave up after" in steps[-1]["error"]
+
+
+@contextmanager
+def reachable_after(delay_s: float, target_port: int) -> Iterator[int]:
+    """A port that refuses connections for ``delay_s``, then forwards them to ``target_port``."""
+    port = free_port()
+
+    class Forward(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            with socket.create_connection(("127.0.0.1", target_port)) as upstream:
+
+                def pump(source: socket.socket, sink: socket.socket) -> None:
+                    while data := source.recv(65536):
+                        sink.sendall(data)
+                    sink.shutdown(socket.SHUT_WR)
+
+                back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+                back.start()
+                pump(self.request, upstream)
+                back.join(timeout=10)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Forward, bind_and_activate=False)
+    server.daemon_threads = True
+    # Bound but not listening: connections are refused until server_activate().
+    server.server_bind()
+    serving = threading.Event()
+
+    def open_later() -> None:
+        server.server_activate()
+        serving.set()
+        server.serve_forever(poll_interval=0.1)
+
+    opening = threading.Timer(delay_s, open_later)
+    opening.daemon = True
+    opening.start()
+    try:
+        yield port
+    finally:
+        opening.cancel()
+        if serving.wait(timeout=delay_s + 1):
+            server.shutdown()
+        server.server_close()
+
+
+def test_creating_the_job_and_waiting_for_it_share_one_deadline(ports: dict[str, int]) -> None:
+    # Regression: each step had a deadline of its own, so a slow creation could double the wait.
+    # The receiver is away for most of the timeout, then the informer never answers.
+    with reachable_after(4.0, ports["receiver"]) as late_receiver:
+        started = time.monotonic()
+        code, steps = smoke(
+            receiver_url=f"http://127.0.0.1:{late_receiver}",
+            informer_url=f"http://127.0.0.1:{free_port()}",
+            timeout_s=6,
+            poll_interval_s=0.5,
+        )
+        took_s = time.monotonic() - started
+    assert code == 1
+    assert steps[0]["step"] == "created"
+    assert steps[0]["after_s"] >= 1.5, "creating the job was not slow: the test proves nothing"
+    assert took_s < 6 + 3, f"took {took_s:.1f}s: more than one deadline"
 
 
 def test_a_receiver_refusing_the_job_fails_at_once(ports: dict[str, int]) -> None:
