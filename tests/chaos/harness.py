@@ -180,7 +180,17 @@ class Stack:
             f"{name} not ready again after {timeout_s:.0f}s",
         )
 
-    def healthy(self) -> list[str]:
+    def wait_healthy(self, when: str, timeout_s: float = 60) -> None:
+        """Every component running and ready; a program just started (supervisord's STARTING)
+        gets a moment."""
+        eventually(
+            lambda: not self.unwell(),
+            timeout_s,
+            f"{when}: a component was not running and ready within {timeout_s:.0f}s "
+            "(make status says which)",
+        )
+
+    def unwell(self) -> list[str]:
         """Components not running or not ready (empty when all are well)."""
         unwell = []
         for name, component in self.parts.items():

@@ -217,7 +217,7 @@ def run(scenario: Scenario, stack: Stack) -> Outcome:
 def test_nothing_accepted_is_lost_and_nothing_is_duplicated(
     scenario: Scenario, chaos_stack: Stack, outcomes: list[Outcome]
 ) -> None:
-    assert chaos_stack.healthy() == [], "the stack was not healthy before the fault"
+    chaos_stack.wait_healthy("before the fault")
     outcome = run(scenario, chaos_stack)
     outcomes.append(outcome)
     assert outcome.lost == 0, outcome.detail
@@ -225,4 +225,4 @@ def test_nothing_accepted_is_lost_and_nothing_is_duplicated(
     assert outcome.dead_lettered == 2 * scenario.poison_per_topic, outcome.detail
     # The load ran: at least half of what was sent before the fault was accepted.
     assert outcome.accepted > 0.5 * profile().rate_per_s * profile().fault_after_s, outcome.detail
-    assert chaos_stack.healthy() == [], "the stack did not recover"
+    chaos_stack.wait_healthy("after the scenario")
