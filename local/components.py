@@ -533,6 +533,8 @@ class Prometheus(Component):
         self.config.parent.mkdir(parents=True, exist_ok=True)
         scrape = {
             "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            # The chart's alert rules, the very file its PrometheusRule carries.
+            "rule_files": [str(CONTRACTS / "monitoring" / "rules.yaml")],
             "scrape_configs": [
                 {
                     "job_name": service,

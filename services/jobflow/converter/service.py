@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jobflow.core.kafka import OutRecord
+from jobflow.core.metrics import BATCH_BUCKETS
 from jobflow.core.models import ClickhouseMessage, JobDone, PostgresMessage
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.stage import Stage, StageSettings, create_stage_app
+from jobflow.core.timestamps import NANOS_PER_SECOND, now_ns
 
 JOBS_CONVERTED = Counter("jobflow_jobs_converted_total", "JobDone records the converter converted.")
+PIPELINE_LATENCY = Histogram(
+    "jobflow_pipeline_latency_seconds",
+    "From a job's create_date to the converter handing its rows to the sinks' topics.",
+    buckets=BATCH_BUCKETS,
+)
 
 
 class ConverterSettings(StageSettings):
@@ -44,6 +51,7 @@ class ConvertJobs(Stage[JobDone]):
 
     async def handle(self, record: JobDone) -> list[OutRecord]:
         JOBS_CONVERTED.inc()
+        PIPELINE_LATENCY.observe((now_ns() - record.create_date) / NANOS_PER_SECOND)
         return convert(record, self._postgres_topic, self._clickhouse_topic)
 
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -28,7 +29,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from jobflow.core.metrics import KAFKA_DELIVERY_ERRORS, KAFKA_PRODUCE_SECONDS
+from jobflow.core.metrics import CONSUMER_LAG, KAFKA_DELIVERY_ERRORS, KAFKA_PRODUCE_SECONDS
 from jobflow.core.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ librdkafka_log = logging.getLogger("librdkafka")
 Headers = Sequence[tuple[str, bytes]]
 T = TypeVar("T")
 
+# How often a consumer's lag is brought up to date (librdkafka's statistics).
+CONSUMER_STATISTICS_INTERVAL_MS = 5000
 # How long past its own timeout a transactional call may block before the producer is given up.
 WEDGED_CALL_SLACK_S = 10.0
 
@@ -235,6 +238,17 @@ class AsyncProducer:
         return remaining
 
 
+def export_consumer_lag(group: str, statistics_json: str) -> None:
+    """Set jobflow_consumer_lag_records from one librdkafka statistics document."""
+    statistics = orjson.loads(statistics_json)
+    for topic, topic_statistics in statistics.get("topics", {}).items():
+        for partition, partition_statistics in topic_statistics.get("partitions", {}).items():
+            lag = partition_statistics.get("consumer_lag", -1)
+            # Partition -1 is librdkafka's internal one; a lag of -1 means not known yet.
+            if int(partition) >= 0 and lag >= 0:
+                CONSUMER_LAG.labels(group, topic, partition).set(lag)
+
+
 def _settle_from_thread(
     loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], error: BaseException | None
 ) -> None:
@@ -293,6 +307,9 @@ class BatchConsumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            # librdkafka's statistics carry each partition's lag: exported as a gauge.
+            "statistics.interval.ms": CONSUMER_STATISTICS_INTERVAL_MS,
+            "stats_cb": lambda statistics: export_consumer_lag(group_id, statistics),
             **(extra_config or {}),
         }
         self._consumer = Consumer(config)

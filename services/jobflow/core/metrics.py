@@ -45,6 +45,12 @@ RECORDS_IN_FLIGHT = Gauge(
     "jobflow_records_in_flight", "Consumed records whose outputs are not committed yet.", ["stage"]
 )
 
+CONSUMER_LAG = Gauge(
+    "jobflow_consumer_lag_records",
+    "Records in a partition after the consumer's position (librdkafka's statistics).",
+    ["group", "topic", "partition"],
+)
+
 TRANSACTIONS = Counter(
     "jobflow_transactions_total",
     "Kafka transactions of a stage (a batch's outputs with its input offsets), by outcome.",
