@@ -14,7 +14,12 @@ CHART = REPO / "charts" / "jobflow"
 # The values files skaffold's profiles (and make deploy PROFILE=...) install with.
 PROFILES = {path.stem: ("--values", str(path)) for path in sorted(CHART.glob("profiles/*.yaml"))}
 # helm template on a cluster that serves the Prometheus Operator's kinds.
-WITH_PROMETHEUS_OPERATOR = ("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+WITH_PROMETHEUS_OPERATOR = (
+    "--api-versions",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PrometheusRule",
+)
 
 
 def helm(*arguments: str) -> subprocess.CompletedProcess[str]:

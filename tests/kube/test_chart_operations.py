@@ -299,3 +299,70 @@ def test_the_default_profile_sets_every_resource() -> None:
         )
         for container in spec["containers"] + spec.get("initContainers", []):
             assert set(container["resources"]) == {"requests", "limits"}, manifest["metadata"]
+
+
+def test_the_dashboard_config_map_carries_the_dashboard_file_for_grafanas_sidecar() -> None:
+    (dashboards,) = (
+        m
+        for m in kinds(render(), "ConfigMap").values()
+        if m["metadata"]["name"].endswith("-dashboards")
+    )
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    committed = (CONTRACTS / "monitoring" / "services-dashboard.json").read_text()
+    assert dashboards["data"] == {"jobflow-services.json": committed.rstrip("\n")}
+    assert not [
+        m
+        for m in kinds(render("--set", "metrics.dashboards.enabled=false"), "ConfigMap").values()
+        if m["metadata"]["name"].endswith("-dashboards")
+    ]
+
+
+def test_the_alert_rules_are_a_prometheus_rule_when_the_cluster_serves_that_kind() -> None:
+    (rule,) = kinds(render(*WITH_PROMETHEUS_OPERATOR), "PrometheusRule").values()
+    assert rule["spec"] == yaml.safe_load((CONTRACTS / "monitoring" / "rules.yaml").read_text())
+    assert kinds(render(), "PrometheusRule") == {}
+    assert kinds(render("--set", "metrics.alertRules.enabled=true"), "PrometheusRule")
+    assert (
+        kinds(
+            render(*WITH_PROMETHEUS_OPERATOR, "--set", "metrics.alertRules.enabled=false"),
+            "PrometheusRule",
+        )
+        == {}
+    )
+
+
+# Strimzi's release ships these dashboards under packaging/examples/metrics/grafana-dashboards/.
+STRIMZI_DASHBOARDS = {
+    "strimzi-kafka",
+    "strimzi-kraft",
+    "strimzi-kafka-exporter",
+    "strimzi-kafka-connect",
+    "strimzi-operators",
+}
+
+
+def test_grafana_fetches_strimzis_dashboards_of_the_deployed_strimzi_release() -> None:
+    values = yaml.safe_load((REPO / "monitoring" / "kube-prometheus-stack.yaml").read_text())
+    (strimzi,) = (
+        release
+        for config in yaml.safe_load_all((REPO / "skaffold.yaml").read_text())
+        for release in config.get("deploy", {}).get("helm", {}).get("releases", [])
+        if release["name"] == "strimzi-cluster-operator"
+    )
+    base = (
+        "https://raw.githubusercontent.com/strimzi/strimzi-kafka-operator/"
+        f"{strimzi['version']}/packaging/examples/metrics/grafana-dashboards"
+    )
+    dashboards = values["grafana"]["dashboards"]["strimzi"]
+    assert set(dashboards) == STRIMZI_DASHBOARDS
+    for name, dashboard in dashboards.items():
+        assert dashboard == {"url": f"{base}/{name}.json", "datasource": "Prometheus"}
+    (provider,) = values["grafana"]["dashboardProviders"]["dashboardproviders.yaml"]["providers"]
+    assert provider["name"] == "strimzi"
+    # The Kafka Exporter feeds the consumer-lag dashboard, for every group of the pipeline.
+    (kafka,) = (
+        document
+        for document in yaml.safe_load_all((REPO / "k8s" / "strimzi" / "kafka.yaml").read_text())
+        if document and document["kind"] == "Kafka"
+    )
+    assert kafka["spec"]["kafkaExporter"]["groupRegex"] == ".*"
