@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help up down status logs clean test test-unit test-stack test-chaos chaos bench observability-check test-operator chart-check kube-tools lint format typecheck docs \
+.PHONY: help up down status logs clean test test-unit test-stack test-chaos chaos bench observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -74,6 +74,9 @@ chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, P
 
 observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
 	@$(RUN) pytest tests/stack/test_observability.py tests/unit/test_monitoring.py
+
+dashboards: $(VENV)/.synced ## the Services dashboard drawn from the local Prometheus to .local/dashboards/services.png
+	@$(RUN) python -m monitoring.render
 
 bench: $(VENV)/.synced ## benchmarks on the local stack; figures to bench/results/<time>.json
 	@$(RUN) python -m bench

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import orjson
 import pytest
 from local.config import CONTRACTS, REPO, StackSettings
 from monitoring.dashboard import DASHBOARD, RATE
+from monitoring.render import render
 
 from jobflow.core.settings import KafkaSettings
 from tests.stack.topics import produce
@@ -134,3 +136,13 @@ def test_every_metric_a_panel_names_is_exported(ports: dict[str, int]) -> None:
         if name not in exported and name.removesuffix("_total") not in exported
     }
     assert missing == set()
+
+
+def test_make_dashboards_draws_every_panel_from_the_real_prometheus(
+    local_stack: StackSettings, tmp_path: Path
+) -> None:
+    # Runs after the panel test above, whose traffic is still within the window drawn.
+    out = tmp_path / "services.png"
+    empty = render(local_stack.prometheus_url, 10, out)
+    assert empty == []
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -243,7 +243,10 @@ def export_consumer_lag(group: str, statistics_json: str) -> None:
     statistics = orjson.loads(statistics_json)
     for topic, topic_statistics in statistics.get("topics", {}).items():
         for partition, partition_statistics in topic_statistics.get("partitions", {}).items():
-            lag = partition_statistics.get("consumer_lag", -1)
+            # Measured from the offset of the last record handed to us (the stored offset), not
+            # from the committed one: offsets committed through a transaction never reach the
+            # consumer's own statistics, whose consumer_lag would only grow.
+            lag = partition_statistics.get("consumer_lag_stored", -1)
             # Partition -1 is librdkafka's internal one; a lag of -1 means not known yet.
             if int(partition) >= 0 and lag >= 0:
                 CONSUMER_LAG.labels(group, topic, partition).set(lag)
