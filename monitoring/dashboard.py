@@ -202,6 +202,19 @@ ROWS = (
                 (Query("sum by (group) (jobflow_consumer_lag_records)", "{{group}}"),),
             ),
             Panel(
+                "Records the broker never acknowledged, by topic",
+                "short",
+                (
+                    zero_when_absent(
+                        Query(
+                            "sum by (topic) "
+                            f"(increase(jobflow_kafka_delivery_errors_total[{RATE}]))",
+                            "{{topic}}",
+                        )
+                    ),
+                ),
+            ),
+            Panel(
                 "Dead-lettered records by source topic",
                 "short",
                 (
