@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help up down status logs clean test test-unit test-stack test-chaos chaos bench observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
+.PHONY: help loadtest-env up down status logs clean test test-unit test-stack test-chaos chaos bench observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -30,6 +30,15 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	@echo "==> python dependencies: uv sync (uv.lock)"
 	@$(UV) sync --frozen --quiet
 	@touch $@
+
+# yandex-tank has an environment of its own: it needs pandas < 2, the dev group's chdb >= 2.1.
+LOADTEST_VENV := .venv-loadtest
+$(LOADTEST_VENV)/.synced: $(UV) pyproject.toml uv.lock
+	@echo "==> yandex-tank environment: uv sync --group loadtest into $(LOADTEST_VENV)"
+	@UV_PROJECT_ENVIRONMENT=$(LOADTEST_VENV) $(UV) sync --frozen --quiet --no-default-groups --group loadtest
+	@touch $@
+
+loadtest-env: $(LOADTEST_VENV)/.synced ## yandex-tank 2.0.11 in .venv-loadtest (make test builds it)
 
 up: $(VENV)/.synced ## start everything (idempotent) and print the endpoints
 	@$(PYTHON) -m local up
@@ -60,7 +69,7 @@ format: $(VENV)/.synced ## ruff format and autofix
 typecheck: $(VENV)/.synced ## mypy --strict
 	@$(RUN) mypy
 
-test-unit: $(VENV)/.synced ## tests that need no running stack
+test-unit: $(VENV)/.synced $(LOADTEST_VENV)/.synced ## tests that need no running stack
 	@$(RUN) pytest tests/unit
 
 test-stack: $(VENV)/.synced ## integration and end-to-end tests on the local stack (starts it)
@@ -92,7 +101,7 @@ chart-check: $(VENV)/.synced kube-tools ## the chart, platform manifests, skaffo
 		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
 		tests/kube/test_deploy_scripts.py tests/unit/test_images.py
 
-test: lint typecheck $(VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
+test: lint typecheck $(VENV)/.synced $(LOADTEST_VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
 	@$(RUN) pytest
 
 docs: $(VENV)/.synced ## regenerate the README's configuration table from the settings classes
