@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import os
 import platform
-import socket
 
 import orjson
 from local import stack
@@ -20,12 +19,6 @@ from local.config import REPO, StackSettings
 from bench.processor import TARGET_JOBS_PER_S, measure
 
 RESULTS = REPO / "bench" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> None:
@@ -37,8 +30,8 @@ def main() -> None:
     asyncio.run(stack.up(settings))
     bootstrap = settings.kafka_bootstrap
     # Side by side in one run: the same backlog with and without the 100 ms sleeps.
-    slept = measure(bootstrap, arguments.jobs, 100, free_port())
-    unslept = measure(bootstrap, arguments.jobs, 0, free_port())
+    slept = measure(bootstrap, arguments.jobs, 100)
+    unslept = measure(bootstrap, arguments.jobs, 0)
     results = {
         "machine": {
             "host": platform.node(),

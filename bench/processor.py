@@ -9,19 +9,16 @@ what the 100 ms sleeps cost once a batch's sleeps run concurrently.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-from local.config import REPO
+from tests.stack.processes import service_process
+from tests.stack.topics import create_topics, read_until
 
 from jobflow.core.models import Job
+from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
 
 TARGET_JOBS_PER_S = 1000
@@ -34,14 +31,6 @@ class Throughput:
     jobs_per_s: float
     lost: int
     duplicated: int
-
-
-def _topics(bootstrap: str, *names: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
-    ).values():
-        future.result(30)
 
 
 def _backlog(bootstrap: str, topic: str, count: int, sleep_ms: int) -> set[str]:
@@ -57,64 +46,36 @@ def _backlog(bootstrap: str, topic: str, count: int, sleep_ms: int) -> set[str]:
     return ids
 
 
-def _read_outputs(
-    bootstrap: str, topic: str, expected: int, timeout_s: float
-) -> list[tuple[str, int]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.subscribe([topic])
-    found: list[tuple[str, int]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(found) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error() is None:
-                    found.append(((message.key() or b"").decode(), message.timestamp()[1]))
-    finally:
-        consumer.close()
-    return found
-
-
-def measure(bootstrap: str, jobs: int, sleep_ms: int, port: int) -> Throughput:
+def measure(bootstrap: str, jobs: int, sleep_ms: int) -> Throughput:
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
     suffix = uuid.uuid4().hex[:8]
     source, target = f"bench-in-{suffix}", f"bench-out-{suffix}"
-    _topics(bootstrap, source, partitions=3)
-    _topics(bootstrap, f"{source}.dlq", target, partitions=1)
+    create_topics(kafka, source, partitions=3)
+    create_topics(kafka, f"{source}.dlq", target)
     ids = _backlog(bootstrap, source, jobs, sleep_ms)
     environment = {
-        **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_RECEIVER_TOPIC": source,
         "KAFKA_PROCESSOR_TOPIC": target,
         "PROCESSOR_GROUP_ID": f"bench-{suffix}",
         "PROCESSOR_INSTANCE_ID": f"bench-{suffix}",
-        "PROCESSOR_PORT": str(port),
         "PROCESSOR_LOG_LEVEL": "WARNING",
     }
-    processor = subprocess.Popen(
-        [sys.executable, "-m", "jobflow", "processor"],
-        env=environment,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        outputs = _read_outputs(bootstrap, target, jobs, timeout_s=60 + jobs * sleep_ms / 100_000)
+        with service_process("processor", environment):
+            outputs = read_until(
+                kafka,
+                target,
+                lambda found: len(found) >= jobs,
+                lambda _: True,
+                timeout_s=60 + jobs * sleep_ms / 100_000,
+            )
     finally:
-        processor.terminate()
-        processor.wait(timeout=60)
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
             [source, f"{source}.dlq", target]
         )
-    seen = [job for job, _ in outputs]
-    stamps = sorted(stamp for _, stamp in outputs)
+    seen = [(message.key() or b"").decode() for message in outputs]
+    stamps = sorted(message.timestamp()[1] for message in outputs)
     span_s = (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else float("inf")
     return Throughput(
         jobs=jobs,

@@ -27,6 +27,7 @@ from local.supervisor import Supervisor
 
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from tests.polling import eventually
+from tests.stack.topics import partition_end_offsets
 
 
 @dataclass(frozen=True)
@@ -155,14 +156,12 @@ class Stack:
         """SIGKILL the component; supervisord starts it again (it exited unexpectedly)."""
         before = self.pid(name)
         os.kill(before, signal.SIGKILL)
-        eventually(
-            lambda: (
-                self.supervisor.state(name) == ("RUNNING", self.supervisor.state(name)[1])
-                and self.supervisor.state(name)[1] not in (0, before)
-            ),
-            60,
-            f"supervisord did not start {name} again",
-        )
+
+        def restarted() -> bool:
+            state, pid = self.supervisor.state(name)
+            return state == "RUNNING" and pid not in (0, before)
+
+        eventually(restarted, 60, f"supervisord did not start {name} again")
         self.wait_ready(name)
 
     def stop(self, name: str) -> None:
@@ -203,25 +202,11 @@ class Stack:
 # --- The reckoning -----------------------------------------------------------------------------
 
 
-def end_offsets(kafka: KafkaSettings, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "chaos-offsets"})
-    try:
-        offsets = {}
-        for topic in topics:
-            for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                offsets[TopicPartition(topic, partition)] = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=10
-                )[1]
-        return offsets
-    finally:
-        consumer.close()
-
-
 def records_since(
     kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) of every committed record of ``topic`` from ``start`` to its current end."""
-    end = end_offsets(kafka, [topic])
+    end = partition_end_offsets(kafka, topic)
     assignment = [
         TopicPartition(tp.topic, tp.partition, offset)
         for tp, offset in start.items()

@@ -27,7 +27,6 @@ from tests.chaos.harness import (
     Stack,
     clickhouse_counts,
     create_one,
-    end_offsets,
     first_time,
     informer_statuses,
     postgres_statuses,
@@ -35,7 +34,7 @@ from tests.chaos.harness import (
     records_since,
 )
 from tests.stack.processes import ServiceProcess, service_process
-from tests.stack.topics import produce
+from tests.stack.topics import partition_end_offsets, produce
 
 POISON_PER_TOPIC = 5
 
@@ -136,7 +135,7 @@ def run(scenario: Scenario, stack: Stack) -> Outcome:
     informer = stack.parts["informer"].endpoint
     outputs = [kafka.processor_topic, kafka.postgres_topic, kafka.clickhouse_topic]
     dead_letters = [f"{topic}.dlq" for topic in (kafka.receiver_topic, *outputs)]
-    start = end_offsets(kafka, outputs + dead_letters)
+    start = partition_end_offsets(kafka, *outputs, *dead_letters)
     since = int(time.time()) - 1
 
     with scenario.setup(stack) as extra, Load(receiver, chosen.rate_per_s) as load:

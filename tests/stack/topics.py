@@ -18,17 +18,24 @@ def produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, 
     assert producer.flush(10) == 0
 
 
-def end_offsets(kafka: KafkaSettings, topic: str) -> int:
-    """The sum of the topic's high watermarks: grows by one with every record written."""
+def partition_end_offsets(kafka: KafkaSettings, *topics: str) -> dict[TopicPartition, int]:
+    """Each partition's high watermark (where the next record will be written)."""
     consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "tests-offsets"})
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        )
+        return {
+            TopicPartition(topic, p): consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=10
+            )[1]
+            for topic in topics
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        }
     finally:
         consumer.close()
+
+
+def end_offsets(kafka: KafkaSettings, topic: str) -> int:
+    """The sum of the topic's high watermarks: grows by one with every record written."""
+    return sum(partition_end_offsets(kafka, topic).values())
 
 
 def read_until(

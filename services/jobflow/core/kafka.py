@@ -219,7 +219,7 @@ class AsyncProducer:
         threading.Thread(target=run, name=f"kafka-{name}", daemon=True).start()
         limit_s = timeout_s + WEDGED_CALL_SLACK_S
         try:
-            await asyncio.wait_for(asyncio.shield(returned), limit_s)
+            await asyncio.wait_for(returned, limit_s)
         except TimeoutError:
             raise ProducerFailedError(
                 f"{name} did not return within {limit_s:.0f} s: the producer is stuck"
@@ -294,7 +294,8 @@ def _settle(
 
 
 class BatchConsumer:
-    """A consumer with manual offset commits, read_committed, used one batch at a time."""
+    """A read_committed consumer used one batch at a time; its offsets are committed in the
+    producer's transactions (no auto-commit)."""
 
     def __init__(
         self,
@@ -337,12 +338,6 @@ class BatchConsumer:
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error: %s", error.str())
         return records
-
-    async def commit(self, messages: Sequence[Message]) -> None:
-        """Commit the offsets after ``messages``, synchronously with the broker."""
-        if not messages:
-            return
-        await self._call(self._consumer.commit, offsets=next_offsets(messages), asynchronous=False)
 
     async def group_metadata(self) -> object:
         """The consumer's group metadata, which a transaction commits offsets for."""
