@@ -35,13 +35,14 @@ def isolated(kafka: KafkaSettings) -> dict[str, str]:
         "KAFKA_RECEIVER_TOPIC": source,
         "KAFKA_PROCESSOR_TOPIC": target,
         "PROCESSOR_GROUP_ID": f"test-eos-{suffix}",
-        "PROCESSOR_MAX_BATCH": "200",
+        "PROCESSOR_MAX_IN_FLIGHT": "200",
     }
 
 
-def load(kafka: KafkaSettings, topic: str, count: int = JOBS) -> list[str]:
+def load(kafka: KafkaSettings, topic: str, count: int = JOBS, sleep_ms: int = 20) -> list[str]:
     work = [
-        Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=20, data="") for _ in range(count)
+        Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=sleep_ms, data="")
+        for _ in range(count)
     ]
     produce(kafka, topic, [(job.id.encode(), job.to_json()) for job in work])
     return [str(job.id) for job in work]
@@ -101,3 +102,22 @@ def test_a_second_instance_with_the_same_id_fences_the_first(
             ids += load(kafka, isolated["KAFKA_RECEIVER_TOPIC"])
             eventually(lambda: first.process.poll() is not None, 60, "the first was not fenced")
             assert_each_job_done_exactly_once(kafka, same_name, ids)
+
+
+@pytest.mark.timeout(300)
+def test_instances_joining_and_leaving_mid_load_leave_each_job_done_exactly_once(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    # Slow jobs, so that each rebalance finds records in flight: consumed, being handled, not
+    # yet committed. Those of partitions taken away must not be committed by the instance that
+    # loses them, or the new owner would do them again.
+    ids = load(kafka, isolated["KAFKA_RECEIVER_TOPIC"], count=6000, sleep_ms=1000)
+    with service_process("processor", isolated) as first:
+        eventually(lambda: transactions(first, "committed") >= 3, 60, "no transaction committed")
+        with service_process("processor", isolated) as second:
+            eventually(
+                lambda: transactions(second, "committed") >= 3, 60, "the second got no partition"
+            )
+        # The second left: its partitions went back to the first.
+        assert first.process.poll() is None, "the first instance stopped"
+        assert_each_job_done_exactly_once(kafka, isolated, ids)

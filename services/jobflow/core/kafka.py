@@ -294,8 +294,8 @@ def _settle(
 
 
 class BatchConsumer:
-    """A read_committed consumer used one batch at a time; its offsets are committed in the
-    producer's transactions (no auto-commit)."""
+    """A read_committed consumer read in batches; its offsets are committed in the producer's
+    transactions (no auto-commit)."""
 
     def __init__(
         self,
@@ -319,13 +319,23 @@ class BatchConsumer:
         self._consumer = Consumer(config)
         self._topics = topics
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._revoked = False
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
 
     async def subscribe(self) -> None:
-        await self._call(self._consumer.subscribe, self._topics)
+        await self._call(self._consumer.subscribe, self._topics, on_revoke=self._note_revoked)
+
+    def _note_revoked(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        # Runs inside a consume call, on the consumer's thread, before that call returns.
+        self._revoked = True
+
+    def take_revoked(self) -> bool:
+        """Whether partitions were taken away (a rebalance) since the last call."""
+        revoked, self._revoked = self._revoked, False
+        return revoked
 
     async def consume(self, max_records: int, timeout_s: float) -> list[Message]:
         """Up to ``max_records`` records; partition errors are logged and left out."""

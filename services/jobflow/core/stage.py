@@ -1,11 +1,12 @@
-"""Consume-transform-produce, one batch at a time: the loop shared by processor and converter.
+"""Consume-transform-produce: the loop shared by processor and converter.
 
-A batch is read and every record of it is handled concurrently (the processor's sleeps
-overlap). Then, in one Kafka transaction, all its outputs are produced and its input offsets
-committed: readers of the output topics (read_committed) see a batch's outputs exactly when
-its offsets are committed, so a crash anywhere neither loses a record nor duplicates one. A
-record that cannot be decoded goes to the input topic's dead-letter topic, with headers saying
-why, in the same transaction, and the batch goes on.
+Records are handled as soon as they are consumed, many at once (the processor's sleeps
+overlap). Finished records are committed in consumption order: in one Kafka transaction, their
+outputs are produced and their input offsets committed, so readers of the output topics
+(read_committed) see a record's outputs exactly when its offset is committed, and a crash
+anywhere neither loses a record nor duplicates one. A record that cannot be decoded goes to
+the input topic's dead-letter topic, with headers saying why, in the same transaction, and the
+stage goes on.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import signal
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -56,6 +59,8 @@ MAX_ABORT_PAUSE_S = 5.0
 TRANSACTION_SLACK_MS = 10_000
 # Calls of commit_transaction while its error stays retriable, before the producer is given up.
 COMMIT_ATTEMPTS = 5
+# While records are being handled, how often to look for new ones and for finished batches.
+BUSY_POLL_S = 0.005
 
 In = TypeVar("In", bound=WireModel)
 
@@ -71,6 +76,19 @@ class Stage(ABC, Generic[In]):
         """The records to produce for one decoded input record."""
 
 
+@dataclass
+class _Batch:
+    """Records consumed together and handled concurrently; committed with the batches before
+    it that are done too."""
+
+    messages: list[Message]
+    handled: asyncio.Future[list[list[OutRecord]]]
+    started: float
+
+    def outputs(self) -> list[OutRecord]:
+        return [record for records in self.handled.result() for record in records]
+
+
 class StageRunner(Generic[In]):
     """Runs a Stage over a consumer and a producer until asked to stop."""
 
@@ -80,51 +98,109 @@ class StageRunner(Generic[In]):
         consumer: BatchConsumer,
         producer: AsyncProducer,
         kafka: KafkaSettings,
-        max_batch: int,
+        max_in_flight: int,
         poll_timeout_s: float,
     ) -> None:
         self._stage = stage
         self._consumer = consumer
         self._producer = producer
         self._kafka = kafka
-        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._poll_timeout_s = poll_timeout_s
         # Committing waits for every record's delivery, which librdkafka gives up on after its
         # delivery timeout; past that and some slack the coordinator is not answering.
         self._transaction_timeout_s = kafka.delivery_timeout_ms / 1000 + 5.0
         self._aborts_in_a_row = 0
+        self._in_flight: deque[_Batch] = deque()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume, handle, and produce-and-commit batches until ``stop`` is set.
+        """Consume, handle, and produce-and-commit records until ``stop`` is set.
 
-        Returns only when stopped; raises when the pipeline cannot go on (an error no retry
-        fixes, or this instance was fenced), leaving the current batch uncommitted for whoever
-        consumes it next.
+        Records are consumed as they come and handled at once, while earlier ones are still
+        being handled (the processor's sleeps overlap across batches, not only within one).
+        Whenever the oldest batches are done they are committed, in consumption order, in one
+        transaction: a batch is never committed before one consumed earlier, so the committed
+        offsets never pass a record whose outputs are not in the same or an earlier
+        transaction. The more a transaction takes, the more batches the next one carries.
+
+        Returns only when stopped, after committing what is in flight; raises when the
+        pipeline cannot go on (an error no retry fixes, or this instance was fenced), leaving
+        what is in flight uncommitted for whoever consumes it next.
         """
         await self._producer.init_transactions(self._transaction_timeout_s)
         await self._consumer.subscribe()
-        while not stop.is_set():
-            batch = await self._consumer.consume(self._max_batch, self._poll_timeout_s)
-            if batch:
-                await self.process(batch, stop)
-
-    async def process(self, batch: list[Message], stop: asyncio.Event) -> None:
-        started = time.perf_counter()
-        in_flight = RECORDS_IN_FLIGHT.labels(self._stage.name)
-        in_flight.inc(len(batch))
         try:
-            outputs = await asyncio.gather(*(self._handle(message) for message in batch))
-            await self._commit_in_transaction(
-                batch, [record for records in outputs for record in records], stop
-            )
+            while not stop.is_set():
+                await self._commit_done(stop)
+                await self._consume_more()
+            while self._in_flight:
+                await asyncio.wait({self._in_flight[0].handled})
+                await self._commit_done(stop)
         finally:
-            in_flight.dec(len(batch))
-        BATCH_SECONDS.labels(self._stage.name).observe(time.perf_counter() - started)
+            self._drop_in_flight()
+
+    async def _consume_more(self) -> None:
+        """Start handling what has arrived, within the in-flight bound; when nothing has,
+        wait a little for a record or for the oldest batch to be done."""
+        room = self._max_in_flight - sum(len(batch.messages) for batch in self._in_flight)
+        if room <= 0:
+            await asyncio.wait({self._in_flight[0].handled})
+            return
+        if not self._in_flight:
+            # Idle: block on the first record, then take whatever else is already there.
+            messages = await self._consumer.consume(1, self._poll_timeout_s)
+            if messages and room > 1:
+                messages += await self._consumer.consume(room - 1, 0)
+        else:
+            messages = await self._consumer.consume(room, 0)
+            if not messages:
+                await asyncio.wait({self._in_flight[0].handled}, timeout=BUSY_POLL_S)
+        if self._consumer.take_revoked():
+            # A rebalance ran inside that poll. Batches consumed before it may hold partitions
+            # that are now another instance's: committing them would duplicate its work. They
+            # are dropped, with what the poll brought, and consumed again from the committed
+            # offsets.
+            self._drop_in_flight()
+            await self._consumer.rewind_to_committed(self._transaction_timeout_s)
+            return
+        if messages:
+            self._start(messages)
+
+    def _start(self, messages: list[Message]) -> None:
+        RECORDS_IN_FLIGHT.labels(self._stage.name).inc(len(messages))
+        handled = asyncio.ensure_future(
+            asyncio.gather(*(self._handle(message) for message in messages))
+        )
+        self._in_flight.append(_Batch(messages, handled, time.perf_counter()))
+
+    async def _commit_done(self, stop: asyncio.Event) -> None:
+        """Commit the batches at the head of the line that are done, in one transaction."""
+        done: list[_Batch] = []
+        while self._in_flight and self._in_flight[0].handled.done():
+            done.append(self._in_flight.popleft())
+        if not done:
+            return
+        RECORDS_IN_FLIGHT.labels(self._stage.name).dec(sum(len(b.messages) for b in done))
+        messages = [message for batch in done for message in batch.messages]
+        records = [record for batch in done for record in batch.outputs()]
+        if not await self._commit_in_transaction(messages, records, stop):
+            # Rewound: every later batch is consumed again, so its work is dropped.
+            self._drop_in_flight()
+            return
+        finished = time.perf_counter()
+        for batch in done:
+            BATCH_SECONDS.labels(self._stage.name).observe(finished - batch.started)
+
+    def _drop_in_flight(self) -> None:
+        for batch in self._in_flight:
+            batch.handled.cancel()
+            RECORDS_IN_FLIGHT.labels(self._stage.name).dec(len(batch.messages))
+        self._in_flight.clear()
 
     async def _commit_in_transaction(
         self, batch: list[Message], records: list[OutRecord], stop: asyncio.Event
-    ) -> None:
-        """Produce ``records`` and commit ``batch``'s offsets, atomically.
+    ) -> bool:
+        """Produce ``records`` and commit ``batch``'s offsets, atomically; false when aborted.
 
         After an abortable failure (a broker away, a record not delivered in time, a
         rebalance) the transaction is aborted and the consumer rewound to its committed
@@ -145,8 +221,9 @@ class StageRunner(Generic[In]):
             if not stop.is_set():
                 await asyncio.sleep(pause_s)
             await self._consumer.rewind_to_committed(self._transaction_timeout_s)
-            return
+            return False
         self._aborts_in_a_row = 0
+        return True
 
     async def _transact(self, batch: list[Message], records: list[OutRecord]) -> None:
         self._producer.begin_transaction()
@@ -279,14 +356,17 @@ class StageSettings(ServiceSettings):
     """Settings of a consume-transform-produce service; subclasses set the env prefix."""
 
     group_id: str = Field(description="Kafka consumer group of the service's instances.")
-    max_batch: int = Field(
-        default=500,
+    max_in_flight: int = Field(
+        default=2_000,
         ge=1,
         le=100_000,
-        description="Most records handled concurrently in one batch (the commit unit).",
+        description=(
+            "Most records consumed and not yet committed: handled concurrently, and what a "
+            "crash makes the next instance handle again."
+        ),
     )
     poll_timeout_s: float = Field(
-        default=0.2, gt=0, description="How long one poll waits for records."
+        default=0.2, gt=0, description="How long an idle poll waits for a record."
     )
     session_timeout_ms: int = Field(
         default=10_000,
@@ -343,7 +423,7 @@ def create_stage_app(
         },
     )
     runner = StageRunner(
-        stage, consumer, producer, kafka, settings.max_batch, settings.poll_timeout_s
+        stage, consumer, producer, kafka, settings.max_in_flight, settings.poll_timeout_s
     )
     stop = asyncio.Event()
     worker: asyncio.Task[None] | None = None
@@ -366,7 +446,7 @@ def create_stage_app(
         stop.set()
         finished, _pending = await asyncio.wait({worker}, timeout=settings.shutdown_timeout_s)
         if not finished:
-            log.warning("stage did not finish its batch in time; it will be replayed")
+            log.warning("stage did not commit its records in time; they will be replayed")
             worker.cancel()
             await asyncio.wait({worker})
         await consumer.close()
