@@ -55,7 +55,8 @@ def test_job_round_trips_the_receiver_topic_format() -> None:
 
 
 def test_created_job_is_the_receivers_answer() -> None:
-    created = CreatedJob(id=JOB_ID, create_date=CREATE_DATE, sleep=99, data_size=1024)
+    job = Job(id=JOB_ID, create_date=CREATE_DATE, sleep=99, data="ab" * 512)
+    created = CreatedJob.from_job(job)
     assert created.to_json() == (
         b'{"id":"b31b7446-20f7-4add-adea-157bac7fe73b",'
         b'"create_date":"2024-01-27T12:34:50.594423357Z","sleep":99,"data_size":1024}'

@@ -70,6 +70,10 @@ class CreatedJob(WireModel):
     sleep: int
     data_size: int
 
+    @classmethod
+    def from_job(cls, job: Job) -> CreatedJob:
+        return cls(id=job.id, create_date=job.create_date, sleep=job.sleep, data_size=len(job.data))
+
 
 class JobDone(WireModel):
     """processor-topic: a finished job, keyed by ``id``."""

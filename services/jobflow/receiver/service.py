@@ -19,7 +19,7 @@ from jobflow.core.kafka import (
     ProducerFailedError,
     ProducerQueueFullError,
 )
-from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, CreatedJob
+from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, CreatedJob, Job
 from jobflow.core.service import create_app, kafka_readiness
 from jobflow.core.settings import KafkaSettings, ServiceSettings
 from jobflow.receiver.jobs import CreateJobRequest, new_job
@@ -54,6 +54,15 @@ class ReceiverSettings(ServiceSettings):
     retry_after_s: int = Field(
         default=1, ge=1, description="Retry-After sent with a 503 when the queue is full."
     )
+
+    def new_job(self, request: CreateJobRequest | None) -> Job:
+        """The job a request asks for, this receiver's defaults filling in what it leaves out."""
+        return new_job(
+            request or CreateJobRequest(),
+            self.default_sleep_ms,
+            self.sleep_jitter_ms,
+            self.default_data_size,
+        )
 
 
 def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
@@ -90,12 +99,7 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
     async def create_job(
         request: Annotated[CreateJobRequest | None, Body()] = None,
     ) -> Response:
-        job = new_job(
-            request or CreateJobRequest(),
-            settings.default_sleep_ms,
-            settings.sleep_jitter_ms,
-            settings.default_data_size,
-        )
+        job = settings.new_job(request)
         record = OutRecord(kafka.receiver_topic, key=job.id.encode(), value=job.to_json())
         try:
             await asyncio.wait_for(producer.produce(record), ack_timeout_s)
@@ -110,9 +114,6 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
             JOBS_REJECTED.labels("kafka_unavailable").inc()
             raise HTTPException(503, f"Kafka did not acknowledge the job: {exc}") from None
         JOBS_ACCEPTED.inc()
-        created = CreatedJob(
-            id=job.id, create_date=job.create_date, sleep=job.sleep, data_size=len(job.data)
-        )
-        return Response(created.to_json(), media_type="application/json")
+        return Response(CreatedJob.from_job(job).to_json(), media_type="application/json")
 
     return app
