@@ -14,7 +14,13 @@ from jobflow.core import kafka as kafka_module
 from jobflow.core import stage as stage_module
 from jobflow.core.kafka import AsyncProducer, ProducerFailedError
 from jobflow.core.settings import KafkaSettings
-from jobflow.core.stage import COMMIT_ATTEMPTS, StageRunner
+from jobflow.core.stage import (
+    COMMIT_ATTEMPTS,
+    TRANSACTION_RETRY_BACKOFF_MS,
+    StageRunner,
+    transactional_config,
+)
+from jobflow.processor.service import ProcessorSettings
 
 # Nothing listens there: the producer is never asked to reach a broker.
 NOWHERE = KafkaSettings(bootstrap_servers="127.0.0.1:1")
@@ -75,3 +81,14 @@ async def test_a_commit_still_retriable_after_its_attempts_fails_the_producer() 
     with pytest.raises(ProducerFailedError, match=f"after {COMMIT_ATTEMPTS} attempts"):
         await runner(producer)._commit_retrying()
     assert producer.attempts == COMMIT_ATTEMPTS
+
+
+def test_the_stage_producer_retries_a_busy_transaction_coordinator_soon() -> None:
+    # Each transaction begins while the coordinator still writes the previous one's markers, so
+    # its first request is always retried once: after librdkafka's default backoff (100 ms)
+    # that cost 90 ms per transaction, the bulk of a job's latency past its sleep.
+    settings = ProcessorSettings(instance_id="unit")
+    config = transactional_config(settings, NOWHERE)
+    assert config["transactional.id"] == "processor-unit"
+    assert config["retry.backoff.ms"] == TRANSACTION_RETRY_BACKOFF_MS <= 20
+    assert config["transaction.timeout.ms"] == NOWHERE.delivery_timeout_ms + 10_000

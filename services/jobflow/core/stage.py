@@ -59,6 +59,8 @@ MAX_ABORT_PAUSE_S = 5.0
 TRANSACTION_SLACK_MS = 10_000
 # Calls of commit_transaction while its error stays retriable, before the producer is given up.
 COMMIT_ATTEMPTS = 5
+# The first retry of a transactional request (see transactional_config).
+TRANSACTION_RETRY_BACKOFF_MS = 5
 # While records are being handled, how often to look for new ones and for finished batches.
 BUSY_POLL_S = 0.005
 
@@ -393,6 +395,25 @@ class StageSettings(ServiceSettings):
         return f"{self.group_id}-{self.instance_id}"
 
 
+def transactional_config(settings: StageSettings, kafka: KafkaSettings) -> dict[str, object]:
+    """The stage producer's settings on top of the shared producer's."""
+    return {
+        "transactional.id": settings.transactional_id(),
+        # A transaction begins once its records are handled, so it lasts as long as producing
+        # and committing: within the delivery timeout. An instance that dies mid-transaction
+        # holds back read_committed readers of its output partitions until the broker aborts
+        # it after this long (at once, if it restarts with the same instance id).
+        "transaction.timeout.ms": kafka.delivery_timeout_ms + TRANSACTION_SLACK_MS,
+        # A transaction begun right after the previous commit finds the coordinator still
+        # writing that commit's markers: its first request gets CONCURRENT_TRANSACTIONS and is
+        # retried after this backoff. librdkafka's default (100 ms) made every transaction
+        # last 90 ms here (KAFKA-5477 lowered Java's to 20 ms for this; confluent-kafka-python
+        # #967). Retries of a broker that stays away still back off exponentially, up to
+        # retry.backoff.max.ms (1 s).
+        "retry.backoff.ms": TRANSACTION_RETRY_BACKOFF_MS,
+    }
+
+
 def create_stage_app(
     service: str,
     stage: Stage[In],
@@ -402,17 +423,7 @@ def create_stage_app(
     kafka: KafkaSettings,
 ) -> FastAPI:
     """The FastAPI app of a stage service: runs the stage in the background, serves probes."""
-    producer = AsyncProducer(
-        kafka,
-        {
-            "transactional.id": settings.transactional_id(),
-            # A transaction begins once its batch is handled, so it lasts as long as producing
-            # and committing: within the delivery timeout. An instance that dies mid-transaction
-            # holds back read_committed readers of its output partitions until the broker
-            # aborts it after this long (at once, if it restarts with the same instance id).
-            "transaction.timeout.ms": kafka.delivery_timeout_ms + TRANSACTION_SLACK_MS,
-        },
-    )
+    producer = AsyncProducer(kafka, transactional_config(settings, kafka))
     consumer = BatchConsumer(
         kafka,
         settings.group_id,
