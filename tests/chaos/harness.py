@@ -19,15 +19,13 @@ from dataclasses import dataclass, field
 
 import httpx
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 from local.components import Component
 from local.config import StackSettings
 from local.stack import components
 from local.supervisor import Supervisor
 
-from jobflow.core.settings import KafkaSettings, PostgresSettings
+from jobflow.core.settings import PostgresSettings
 from tests.polling import eventually
-from tests.stack.topics import partition_end_offsets
 
 
 @dataclass(frozen=True)
@@ -200,46 +198,6 @@ class Stack:
 
 
 # --- The reckoning -----------------------------------------------------------------------------
-
-
-def records_since(
-    kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
-) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every committed record of ``topic`` from ``start`` to its current end."""
-    end = partition_end_offsets(kafka, topic)
-    assignment = [
-        TopicPartition(tp.topic, tp.partition, offset)
-        for tp, offset in start.items()
-        if tp.topic == topic and end[tp] > offset
-    ]
-    if not assignment:
-        return []
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "group.id": "chaos-reader",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    found: list[tuple[bytes, bytes]] = []
-    try:
-        consumer.assign(assignment)
-        remaining = {tp.partition for tp in assignment}
-        deadline = time.monotonic() + 60
-        while remaining and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error() is not None:
-                    continue
-                found.append((message.key() or b"", message.value() or b""))
-            # Transaction markers take offsets too: done when the position reaches the end.
-            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
-                if tp.offset >= end[TopicPartition(topic, tp.partition)]:
-                    remaining.discard(tp.partition)
-        assert not remaining, f"{topic}: partitions {sorted(remaining)} not read to the end"
-    finally:
-        consumer.close()
-    return found
 
 
 def postgres_statuses(since_epoch_s: int) -> dict[str, list[str]]:

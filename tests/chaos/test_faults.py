@@ -31,10 +31,9 @@ from tests.chaos.harness import (
     informer_statuses,
     postgres_statuses,
     profile,
-    records_since,
 )
 from tests.stack.processes import ServiceProcess, service_process
-from tests.stack.topics import partition_end_offsets, produce
+from tests.stack.topics import partition_end_offsets, produce, records_since
 
 POISON_PER_TOPIC = 5
 

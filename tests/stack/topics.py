@@ -33,6 +33,46 @@ def partition_end_offsets(kafka: KafkaSettings, *topics: str) -> dict[TopicParti
         consumer.close()
 
 
+def records_since(
+    kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every committed record of ``topic`` from ``start`` to its current end."""
+    end = partition_end_offsets(kafka, topic)
+    assignment = [
+        TopicPartition(tp.topic, tp.partition, offset)
+        for tp, offset in start.items()
+        if tp.topic == topic and end[tp] > offset
+    ]
+    if not assignment:
+        return []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"tests-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    found: list[tuple[bytes, bytes]] = []
+    try:
+        consumer.assign(assignment)
+        remaining = {tp.partition for tp in assignment}
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is not None:
+                    continue
+                found.append((message.key() or b"", message.value() or b""))
+            # Transaction markers take offsets too: done when the position reaches the end.
+            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
+                if tp.offset >= end[TopicPartition(topic, tp.partition)]:
+                    remaining.discard(tp.partition)
+        assert not remaining, f"{topic}: partitions {sorted(remaining)} not read to the end"
+    finally:
+        consumer.close()
+    return found
+
+
 def end_offsets(kafka: KafkaSettings, topic: str) -> int:
     """The sum of the topic's high watermarks: grows by one with every record written."""
     return sum(partition_end_offsets(kafka, topic).values())
