@@ -1,6 +1,10 @@
-"""`make bench`: run the benchmarks against the local stack, write bench/results/<time>.json.
+"""`make bench`: every benchmark scenario against the local stack, side by side in one run.
 
-python -m bench [--jobs N]
+python -m bench [--quick]
+
+Writes bench/results/<time>.json (the figures, with the targets and whether each was met) and
+bench/results/<time>.png (the report). --quick shortens every scenario, to try the benchmark
+out; its figures are not the ones to quote.
 """
 
 from __future__ import annotations
@@ -9,50 +13,209 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import math
+import operator
 import os
 import platform
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
+from loadtest import tank
 from local import stack
 from local.config import REPO, StackSettings
+from local.supervisor import Supervisor
 
-from bench.processor import TARGET_JOBS_PER_S, measure
+from bench import ingest, pipeline, processor, report, seed
+from bench.measures import rss_mib
+from jobflow.__main__ import PIPELINE_SERVICES
+from jobflow.core.settings import KafkaSettings
 
 RESULTS = REPO / "bench" / "results"
+SLEEP_MS = 100
+
+
+@dataclass(frozen=True)
+class Plan:
+    ingest_ramp: str
+    ingest_fixed: str
+    pipeline: str
+    seed: str
+    backlog: int
+
+
+FULL = Plan(
+    ingest_ramp=ingest.RAMP,
+    ingest_fixed=ingest.FIXED,
+    pipeline="const(1000, 60s)",
+    seed=tank.schedule_of("seed"),
+    backlog=60_000,
+)
+QUICK = Plan(
+    ingest_ramp="step(250, 1500, 250, 3s)",
+    ingest_fixed=f"const({ingest.FIXED_RPS}, {10 + ingest.WARM_UP_S}s)",
+    pipeline="const(1000, 10s)",
+    seed=tank.shortened(tank.schedule_of("seed"), 20),
+    backlog=10_000,
+)
+
+# The issue's targets: the key, how it compares, and the bound.
+Comparison = Callable[[float, float], bool]
+TARGETS: dict[str, tuple[str, Comparison, float]] = {
+    "receiver_vs_bare": (">=", operator.ge, 0.7),
+    "receiver_vs_bridge": (">=", operator.ge, 1.0),
+    "receiver_p99_ms_at_500rps": ("<=", operator.le, 25),
+    "pipeline_p99_ms_over_sleep": ("<=", operator.le, 50),
+    "seed_profile_errors": ("==", operator.eq, 0),
+    "seed_profile_p99_ms": ("<=", operator.le, 10),
+    "max_rss_mib": ("<=", operator.le, 150),
+    "lost_jobs": ("==", operator.eq, 0),
+}
+BRIDGE_NOT_RUN = (
+    "Strimzi Kafka Bridge is not run: io.strimzi:kafka-bridge does not resolve from the "
+    "Maven repository this benchmark was built against (see docs/performance.md)"
+)
+
+
+def stack_rss(settings: StackSettings) -> dict[str, float]:
+    """RSS of each of the stack's services now, in MiB."""
+    supervisor = Supervisor(settings)
+    return {name: rss_mib(supervisor.state(name)[1]) for name in PIPELINE_SERVICES}
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 3) if denominator else math.nan
+
+
+def targets(results: dict[str, object]) -> dict[str, dict[str, object]]:
+    judged: dict[str, dict[str, object]] = {}
+    for key, (sign, compare, bound) in TARGETS.items():
+        value = results[key]
+        measured = isinstance(value, int | float) and not math.isnan(value)
+        judged[key] = {
+            "target": f"{sign} {bound}",
+            "met": compare(value, bound) if measured else None,  # type: ignore[arg-type]
+        }
+    return judged
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--jobs", type=int, default=30_000, help="backlog per measurement")
-    arguments = parser.parse_args()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="every scenario shortened")
+    plan = QUICK if parser.parse_args().quick else FULL
 
     settings = StackSettings()
     asyncio.run(stack.up(settings))
-    bootstrap = settings.kafka_bootstrap
-    # Side by side in one run: the same backlog with and without the 100 ms sleeps.
-    slept = measure(bootstrap, arguments.jobs, 100)
-    unslept = measure(bootstrap, arguments.jobs, 0)
-    results = {
+    kafka = KafkaSettings(bootstrap_servers=settings.kafka_bootstrap)
+    receiver_url = f"http://127.0.0.1:{stack.service_ports()['receiver']}"
+
+    print("==> ingest ceiling: bare endpoint, then receiver", flush=True)
+    bare, receiver = ingest.run(settings.kafka_bootstrap, plan.ingest_ramp, plan.ingest_fixed)
+    print(f"==> pipeline: {plan.pipeline}", flush=True)
+    flow = pipeline.run(kafka, receiver_url, plan.pipeline)
+    rss_after_pipeline = stack_rss(settings)
+    print(f"==> seed profile: {plan.seed}", flush=True)
+    acceptance = seed.run(kafka, receiver_url, plan.seed)
+    rss_after_seed = stack_rss(settings)
+    print("==> processor: backlog at 100 ms and 0 ms sleeps, then 1, 2, 3 instances", flush=True)
+    unslept = processor.measure(settings.kafka_bootstrap, plan.backlog, 0)
+    scaling = [
+        processor.measure(settings.kafka_bootstrap, plan.backlog, SLEEP_MS, instances)
+        for instances in (1, 2, 3)
+    ]
+
+    rss = {
+        "receiver_on_ingest": receiver.rss_mib,
+        "bare_endpoint_on_ingest": bare.rss_mib,
+        "after_pipeline": rss_after_pipeline,
+        "after_seed_profile": rss_after_seed,
+        "processors_on_scaling": [run.rss_mib for run in scaling],
+    }
+    service_rss = [
+        receiver.rss_mib,
+        *rss_after_pipeline.values(),
+        *rss_after_seed.values(),
+        *(value for run in [unslept, *scaling] for value in run.rss_mib),
+    ]
+    lost = (
+        flow.lost
+        + acceptance.missing_in_receiver_topic
+        + sum(run.lost for run in [unslept, *scaling])
+    )
+    results: dict[str, object] = {
         "machine": {
             "host": platform.node(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },
-        "processor_jobs_per_s_at_100ms_sleep": slept.jobs_per_s,
+        "plan": "quick" if plan is QUICK else "full",
+        "receiver_rps": receiver.max_rps,
+        "bare_rps": bare.max_rps,
+        "bridge_rps": None,
+        "receiver_vs_bare": ratio(receiver.max_rps, bare.max_rps),
+        "receiver_vs_bridge": None,
+        "receiver_p99_ms_at_500rps": receiver.p99_ms_at_fixed,
+        "bare_p99_ms_at_500rps": bare.p99_ms_at_fixed,
+        "pipeline_p99_ms_over_sleep": round(tank.quantile(flow.done_over_sleep_ms, 0.99), 1),
+        "pipeline_p50_ms_over_sleep": round(tank.quantile(flow.done_over_sleep_ms, 0.5), 1),
+        "pipeline_ms_breakdown": {
+            name: {
+                "p50": round(tank.quantile(values, 0.5), 1),
+                "p99": round(tank.quantile(values, 0.99), 1),
+            }
+            for name, values in (
+                ("created_to_sleep_end_minus_sleep", flow.finished_over_sleep_ms),
+                ("sleep_end_to_visible", flow.finished_to_visible_ms),
+            )
+        },
+        "pipeline_p99_ms_create_to_postgres": round(
+            tank.quantile(flow.postgres_after_create_ms, 0.99), 1
+        ),
+        "pipeline_p50_ms_create_to_postgres": round(
+            tank.quantile(flow.postgres_after_create_ms, 0.5), 1
+        ),
+        "seed_profile_errors": acceptance.errors,
+        "seed_profile_p99_ms": acceptance.p99_ms,
+        "max_rss_mib": max(service_rss),
+        "lost_jobs": lost,
+        "duplicated_jobs": flow.duplicated_in_processor_topic
+        + acceptance.duplicated_in_receiver_topic
+        + sum(run.duplicated for run in [unslept, *scaling]),
+        "processor_jobs_per_s_by_instances": {
+            str(run.instances): run.jobs_per_s for run in scaling
+        },
         "processor_jobs_per_s_at_0ms_sleep": unslept.jobs_per_s,
-        "processor_100ms_vs_0ms": round(slept.jobs_per_s / unslept.jobs_per_s, 3),
-        "processor_target_jobs_per_s": TARGET_JOBS_PER_S,
-        "processor_target_met": slept.jobs_per_s >= TARGET_JOBS_PER_S,
-        "lost_jobs": slept.lost + unslept.lost,
-        "duplicated_jobs": slept.duplicated + unslept.duplicated,
-        "runs": [dataclasses.asdict(slept), dataclasses.asdict(unslept)],
+        "processor_100ms_vs_0ms": ratio(scaling[0].jobs_per_s, unslept.jobs_per_s),
+        "not_measured": {"bridge_rps": BRIDGE_NOT_RUN, "receiver_vs_bridge": BRIDGE_NOT_RUN},
+        "rss_mib": rss,
     }
+    results["targets"] = targets(results)
+    results["scenarios"] = {
+        "ingest": [_without_series(run, "ramp", "fixed") for run in (bare, receiver)],
+        "pipeline": _without_series(
+            flow,
+            "load",
+            "done_over_sleep_ms",
+            "finished_over_sleep_ms",
+            "finished_to_visible_ms",
+            "postgres_after_create_ms",
+        ),
+        "seed_profile": _without_series(acceptance, "load"),
+        "processor": [dataclasses.asdict(run) for run in [unslept, *scaling]],
+    }
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{stamp}.json"
-    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    figures = RESULTS / f"{stamp}.json"
+    figures.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    report.draw(RESULTS / f"{stamp}.png", [bare, receiver], flow, acceptance, scaling)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
-    print(f"written to {path.relative_to(REPO)}")
+    print(f"written to {figures.relative_to(REPO)} and {stamp}.png beside it")
+
+
+def _without_series(result: object, *series: str) -> dict[str, object]:
+    fields = dataclasses.asdict(result)  # type: ignore[call-overload]
+    return {key: value for key, value in fields.items() if key not in series}
 
 
 if __name__ == "__main__":

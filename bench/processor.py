@@ -1,22 +1,26 @@
-"""Processor throughput: one instance, a backlog of jobs, transactions per batch.
+"""Processor throughput: a backlog of jobs, one to three instances in one group.
 
-The processor under measurement runs on topics of its own (three partitions in, as the
-pipeline's receiver-topic), so the stack's data is untouched. The backlog is produced first;
-the rate is read from the output records' timestamps (first to last), so the process's start
-does not count. The same backlog with 0 ms sleeps is measured in the same run: the ratio says
-what the 100 ms sleeps cost once a batch's sleeps run concurrently.
+The processors under measurement run on topics of their own (three partitions in, as the
+pipeline's receiver-topic), so the stack's data is untouched. The backlog is produced first,
+so the load is above what any number of instances can take; the rate is read from the output
+records' timestamps (first to last), so the processes' start does not count. The same backlog
+with 0 ms sleeps is measured in the same run: the ratio says what the 100 ms sleeps cost once
+they run concurrently. Scaling runs the 100 ms backlog through 1, 2 and 3 instances.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from tests.stack.processes import service_process
 from tests.stack.topics import create_topics, read_until
 
+from bench.measures import rss_mib
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
@@ -28,41 +32,73 @@ TARGET_JOBS_PER_S = 1000
 class Throughput:
     jobs: int
     sleep_ms: int
+    instances: int
     jobs_per_s: float
     lost: int
     duplicated: int
+    rss_mib: list[float] = field(default_factory=list)
 
 
 def _backlog(bootstrap: str, topic: str, count: int, sleep_ms: int) -> set[str]:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    """``count`` jobs, made visible to the processors (read_committed) all at once: written in
+    one transaction, so that the processors meet a full backlog, not the rate it is written at."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "transactional.id": f"bench-backlog-{uuid.uuid4()}",
+        }
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
     ids = set()
     for _ in range(count):
         job = Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=sleep_ms, data="")
         producer.produce(topic, key=job.id.encode(), value=job.to_json())
         producer.poll(0)
         ids.add(str(job.id))
-    if producer.flush(60) != 0:
-        raise RuntimeError("the backlog was not written")
+    producer.commit_transaction(60)
     return ids
 
 
-def measure(bootstrap: str, jobs: int, sleep_ms: int) -> Throughput:
+def _wait_for_members(bootstrap: str, group: str, members: int, timeout_s: float = 60) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        if len(described.members) == members and str(described.state).endswith("STABLE"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"group {group} did not settle on {members} members in {timeout_s:.0f}s")
+
+
+def measure(bootstrap: str, jobs: int, sleep_ms: int, instances: int = 1) -> Throughput:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     suffix = uuid.uuid4().hex[:8]
     source, target = f"bench-in-{suffix}", f"bench-out-{suffix}"
     create_topics(kafka, source, partitions=3)
     create_topics(kafka, f"{source}.dlq", target)
-    ids = _backlog(bootstrap, source, jobs, sleep_ms)
     environment = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_RECEIVER_TOPIC": source,
         "KAFKA_PROCESSOR_TOPIC": target,
         "PROCESSOR_GROUP_ID": f"bench-{suffix}",
-        "PROCESSOR_INSTANCE_ID": f"bench-{suffix}",
         "PROCESSOR_LOG_LEVEL": "WARNING",
     }
     try:
-        with service_process("processor", environment):
+        with ExitStack() as running:
+            processors = [
+                running.enter_context(
+                    service_process(
+                        "processor", {**environment, "PROCESSOR_INSTANCE_ID": f"bench-{n}"}
+                    )
+                )
+                for n in range(instances)
+            ]
+            # All instances share the partitions before the backlog arrives: what is measured
+            # is the group's rate, not one instance's head start.
+            _wait_for_members(bootstrap, environment["PROCESSOR_GROUP_ID"], instances)
+            ids = _backlog(bootstrap, source, jobs, sleep_ms)
             outputs = read_until(
                 kafka,
                 target,
@@ -70,6 +106,7 @@ def measure(bootstrap: str, jobs: int, sleep_ms: int) -> Throughput:
                 lambda _: True,
                 timeout_s=60 + jobs * sleep_ms / 100_000,
             )
+            rss = [rss_mib(processor.process.pid) for processor in processors]
     finally:
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
             [source, f"{source}.dlq", target]
@@ -80,7 +117,9 @@ def measure(bootstrap: str, jobs: int, sleep_ms: int) -> Throughput:
     return Throughput(
         jobs=jobs,
         sleep_ms=sleep_ms,
+        instances=instances,
         jobs_per_s=round((len(stamps) - 1) / span_s, 1) if span_s > 0 else 0.0,
         lost=len(ids - set(seen)),
         duplicated=len(seen) - len(set(seen)),
+        rss_mib=rss,
     )

@@ -123,6 +123,10 @@ class Postgres(Component):
                 "listen_addresses=127.0.0.1",
                 "-c",
                 f"unix_socket_directories={self.sockets}",
+                # Each row's commit time (pg_xact_commit_timestamp): `make bench` reads when a
+                # job's row landed from it instead of polling.
+                "-c",
+                "track_commit_timestamp=on",
             ],
             user=self.os_user(),
             # SIGTERM is PostgreSQL's smart shutdown, which waits for every client (Connect's

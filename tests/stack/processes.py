@@ -48,15 +48,20 @@ class ServiceProcess:
 
 @contextmanager
 def service_process(
-    service: str, environment: dict[str, str], wait_live: bool = True
+    service: str,
+    environment: dict[str, str],
+    wait_live: bool = True,
+    module: str | None = None,
 ) -> Iterator[ServiceProcess]:
     """Run ``python -m jobflow <service>`` on a free port; stop it afterwards.
 
+    ``module`` runs ``python -m <module>`` instead, an app that reads the service's settings.
     Unless ``wait_live`` is false, it is live (its /healthz answers) before this yields.
     """
     port = free_port()
+    command = ["-m", module] if module else ["-m", "jobflow", service]
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "jobflow", service],
+        [sys.executable, *command],
         env={**os.environ, **environment, f"{service.upper()}_PORT": str(port)},
         cwd=REPO,
         stdout=subprocess.PIPE,
