@@ -78,6 +78,7 @@ class KubeBinaries:
     kubectl: Path
     helm: Path
     prometheus_operator_crds: Path
+    keda_crds: Path
 
 
 def build_needed() -> bool:
@@ -110,6 +111,7 @@ def binaries() -> KubeBinaries:
         kubectl=bin_dir / "kubectl",
         helm=bin_dir / "helm",
         prometheus_operator_crds=local_dir() / "kube" / "crds" / "prometheus-operator",
+        keda_crds=local_dir() / "kube" / "crds" / "keda",
     )
 
 

@@ -22,6 +22,10 @@ WITH_PROMETHEUS_OPERATOR = (
 )
 
 
+# The processor's optional KEDA ScaledObject, switched on.
+WITH_KEDA = ("--set", "processor.autoscaling.enabled=true")
+
+
 def helm(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603
         [str(binaries().helm), *arguments], capture_output=True, text=True, check=False

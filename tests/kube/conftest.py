@@ -83,3 +83,9 @@ def prometheus_operator_crds(control_plane: ControlPlane) -> list[str]:
     return install_crds(
         control_plane, sorted(apiserver.binaries().prometheus_operator_crds.glob("*.yaml"))
     )
+
+
+@pytest.fixture(scope="session")
+def keda_crds(control_plane: ControlPlane) -> list[str]:
+    """KEDA's ScaledObject CRD (pinned in tools/kube/build.sh) installed on the control plane."""
+    return install_crds(control_plane, sorted(apiserver.binaries().keda_crds.glob("*.yaml")))

@@ -22,7 +22,15 @@ from jobflow.operator.run import OperatorSettings
 from jobflow.processor.service import ProcessorSettings
 from jobflow.receiver.service import ReceiverSettings
 from tests.kube.apiserver import ControlPlane, api_client, dry_run_create
-from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, kinds, render
+from tests.kube.chart import (
+    CHART,
+    PROFILES,
+    WITH_KEDA,
+    WITH_PROMETHEUS_OPERATOR,
+    helm,
+    kinds,
+    render,
+)
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
     "receiver": ReceiverSettings,
@@ -276,14 +284,15 @@ def test_the_profiles_are_the_ones_documented() -> None:
 
 @pytest.mark.parametrize(
     "profile",
-    [(), *PROFILES.values(), WITH_PROMETHEUS_OPERATOR],
-    ids=["default", *PROFILES, "prometheus-operator"],
+    [(), *PROFILES.values(), WITH_PROMETHEUS_OPERATOR, WITH_KEDA],
+    ids=["default", *PROFILES, "prometheus-operator", "keda"],
 )
 def test_each_profile_passes_the_strict_dry_run(
     control_plane: ControlPlane,
     strimzi_crds: list[str],
     jobflow_crds: list[str],
     prometheus_operator_crds: list[str],
+    keda_crds: list[str],
     profile: tuple[str, ...],
 ) -> None:
     admin = api_client(control_plane.admin_kubeconfig)

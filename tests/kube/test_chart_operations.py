@@ -1,4 +1,5 @@
-"""What the chart gives operators: disruption budgets, the receiver's autoscaler, metrics
+"""What the chart gives operators: disruption budgets, the receiver's and the processor's
+autoscalers, metrics
 discovery, `helm test`, the yandex-tank Job, documented values and a profile that fits
 minikube. Rendered offline; the strict dry-run of every profile is in test_chart.py."""
 
@@ -14,7 +15,7 @@ from local.config import CONTRACTS, REPO
 
 from jobflow.__main__ import PIPELINE_SERVICES as SERVICES
 from jobflow.smoke import SmokeSettings
-from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, kinds, render
+from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, kinds, render
 
 
 def test_each_service_has_a_disruption_budget_that_selects_its_pods() -> None:
@@ -54,6 +55,41 @@ def test_the_receiver_autoscales_on_cpu_and_leaves_replicas_to_the_autoscaler() 
     fixed = render("--set", "receiver.autoscaling.enabled=false", "--set", "receiver.replicas=3")
     assert not kinds(fixed, "HorizontalPodAutoscaler")
     assert kinds(fixed, "Deployment")["jobflow-receiver"]["spec"]["replicas"] == 3
+
+
+def test_the_processor_can_autoscale_on_its_lag_with_keda() -> None:
+    assert not kinds(render(), "ScaledObject"), "KEDA is optional: off by default"
+    objects = render(
+        "--set", "processor.autoscaling.enabled=true",
+        "--set", "processor.env.PROCESSOR_GROUP_ID=jobs",
+    )  # fmt: skip
+    (scaled,) = kinds(objects, "ScaledObject").values()
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "jobflow-processor"
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 3)
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"] == {
+        "bootstrapServers": "jobflow-kafka-bootstrap:9092",
+        "consumerGroup": "jobs",
+        "topic": "receiver-topic",
+        "lagThreshold": "2000",
+        "offsetResetPolicy": "earliest",
+        "allowIdleConsumers": "false",
+    }
+    processor = kinds(objects, "Deployment")["jobflow-processor"]
+    assert "replicas" not in processor["spec"], "helm upgrade would reset what KEDA scaled to"
+
+
+def test_the_processor_autoscaler_refuses_more_pods_than_partitions() -> None:
+    topics = yaml.safe_load((CONTRACTS / "topics.yaml").read_text())["topics"]
+    partitions = next(t["partitions"] for t in topics if t["name"] == "receiver-topic")
+    result = helm(
+        "template", "jobflow", str(CHART),
+        "--set", "processor.autoscaling.enabled=true",
+        "--set", f"processor.autoscaling.maxReplicas={partitions + 1}",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"above the {partitions} partitions of receiver-topic" in result.stderr
 
 
 def test_without_the_prometheus_operator_pods_carry_scrape_annotations() -> None:

@@ -62,13 +62,19 @@ fingerprint="$(
   } | sha256sum | cut -d' ' -f1
 )"
 binaries=(etcd kube-apiserver kube-controller-manager kubectl helm)
-crds="$out/crds/prometheus-operator"
-# The Prometheus Operator release whose CRDs the chart is checked against, and the module's
-# go.sum hash: the download is verified against it, as go.sum would.
+crds="$out/crds"
+# The releases whose CRDs the chart is checked against, each with its module's go.sum hash:
+# the download is verified against it, as go.sum would. The Prometheus Operator's kinds
+# (ServiceMonitor, PodMonitor, PrometheusRule) and KEDA's ScaledObject (the processor's
+# optional lag-based autoscaling).
 prometheus_operator_module=github.com/prometheus-operator/prometheus-operator
 prometheus_operator_version=v0.85.0
 prometheus_operator_sum="h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s="
-prometheus_operator_crds=(servicemonitors podmonitors prometheusrules)
+prometheus_operator_crds=(monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml)
+keda_module=github.com/kedacore/keda/v2
+keda_version=v2.21.0
+keda_sum="h1:R6z2HZvstK4RLUMxroNACzBj74xGxt3kG59b5Xc+Xps="
+keda_crds=(keda.sh_scaledobjects.yaml)
 
 up_to_date() {
   [[ "${KUBE_BUILD_FORCE:-0}" != 1 && -f "$stamp" ]] || return 1
@@ -76,8 +82,9 @@ up_to_date() {
   local name
   for name in "${binaries[@]}"; do [[ -x "$bin/$name" ]] || return 1; done
   for name in "${prometheus_operator_crds[@]}"; do
-    [[ -f "$crds/monitoring.coreos.com_$name.yaml" ]] || return 1
+    [[ -f "$crds/prometheus-operator/$name" ]] || return 1
   done
+  for name in "${keda_crds[@]}"; do [[ -f "$crds/keda/$name" ]] || return 1; done
 }
 
 if ((check_only)); then
@@ -135,18 +142,26 @@ helm_version="$(module_version "$helm_module" helm.sh/helm/v4)"
 build "$helm_module" helm.sh/helm/v4/cmd/helm helm \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version"
 
-say "Prometheus Operator $prometheus_operator_version CRDs"
-download="$(cd / && GOFLAGS='' "$go" mod download -json "$prometheus_operator_module@$prometheus_operator_version")"
-module_dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$download")"
-module_sum="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$download")"
-if [[ "$module_sum" != "$prometheus_operator_sum" ]]; then
-  say "$prometheus_operator_module@$prometheus_operator_version: hash $module_sum, expected $prometheus_operator_sum" >&2
-  exit 1
-fi
-mkdir -p "$crds"
-for name in "${prometheus_operator_crds[@]}"; do
-  install -m 0644 "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_$name.yaml" "$crds/"
-done
+# fetch_crds MODULE VERSION SUM FROM INTO FILE...: the module from the Go module proxy,
+# checked against SUM; FILEs copied from its directory FROM into $crds/INTO.
+fetch_crds() {
+  local module="$1" version="$2" sum="$3" from="$4" into="$crds/$5" download module_dir module_sum
+  shift 5
+  say "$module $version CRDs"
+  download="$(cd / && GOFLAGS='' "$go" mod download -json "$module@$version")"
+  module_dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$download")"
+  module_sum="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$download")"
+  if [[ "$module_sum" != "$sum" ]]; then
+    say "$module@$version: hash $module_sum, expected $sum" >&2
+    exit 1
+  fi
+  mkdir -p "$into"
+  local name
+  for name in "$@"; do install -m 0644 "$module_dir/$from/$name" "$into/"; done
+}
+fetch_crds "$prometheus_operator_module" "$prometheus_operator_version" "$prometheus_operator_sum" \
+  example/prometheus-operator-crd prometheus-operator "${prometheus_operator_crds[@]}"
+fetch_crds "$keda_module" "$keda_version" "$keda_sum" config/crd/bases keda "${keda_crds[@]}"
 
 echo "$fingerprint" >"$stamp"
 say "done in $((SECONDS - started)) s: $bin"
