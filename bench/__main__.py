@@ -156,6 +156,7 @@ def main() -> None:
         "receiver_vs_bridge": None,
         "receiver_p99_ms_at_500rps": receiver.p99_ms_at_fixed,
         "bare_p99_ms_at_500rps": bare.p99_ms_at_fixed,
+        "pipeline_achieved_rps": flow.achieved_rps,
         "pipeline_p99_ms_over_sleep": round(tank.quantile(flow.done_over_sleep_ms, 0.99), 1),
         "pipeline_p50_ms_over_sleep": round(tank.quantile(flow.done_over_sleep_ms, 0.5), 1),
         "pipeline_ms_breakdown": {
