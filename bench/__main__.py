@@ -59,7 +59,7 @@ QUICK = Plan(
     backlog=10_000,
 )
 
-# The targets: the key, how it compares, and the bound.
+# The targets: the key, how it compares, and the bound.
 Comparison = Callable[[float, float], bool]
 TARGETS: dict[str, tuple[str, Comparison, float]] = {
     "receiver_vs_bare": (">=", operator.ge, 0.7),
