@@ -50,6 +50,7 @@ async def test_the_job_is_in_receiver_topic_keyed_by_id(
         (b'{"sleep": 60001}', "application/json", "less than or equal to 60000"),
         (b'{"sleep": "100"}', "application/json", "valid integer"),
         (b'{"sleep": 1.5}', "application/json", "valid integer"),
+        (b'{"sleep": true}', "application/json", "valid integer"),
         (b'{"data_size": 65537}', "application/json", "less than or equal to 65536"),
         (b'{"sleep": 1, "colour": "red"}', "application/json", "Extra inputs are not permitted"),
         (b'{"sleep": ', "application/json", "JSON decode error"),

@@ -39,3 +39,27 @@ def test_payload_is_that_many_hex_characters(length: int) -> None:
 def test_requests_outside_the_documented_bounds_are_rejected(body: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         CreateJobRequest.model_validate(body)
+
+
+def test_an_integral_json_number_is_an_integer_as_the_openapi_schema_says() -> None:
+    # JSON Schema's "integer" (the OpenAPI document's type for sleep and data_size) includes
+    # 296.0; a strict int rejected it, so a request the schema allows got 422.
+    request = CreateJobRequest.model_validate_json(b'{"sleep": 296.0, "data_size": 7.0}')
+    assert (request.sleep, request.data_size) == (296, 7)
+    assert isinstance(request.sleep, int)
+
+
+@pytest.mark.parametrize("body", [b'{"sleep": 1.5}', b'{"sleep": "296"}', b'{"sleep": true}'])
+def test_what_is_not_an_integer_is_rejected(body: bytes) -> None:
+    with pytest.raises(ValidationError, match="Input should be a valid integer"):
+        CreateJobRequest.model_validate_json(body)
+
+
+def test_the_openapi_document_states_the_bounds_as_json_schema_does() -> None:
+    properties = CreateJobRequest.model_json_schema()["properties"]
+    assert properties["sleep"]["anyOf"][0] == {"type": "integer", "minimum": 0, "maximum": 60000}
+    assert properties["data_size"]["anyOf"][0] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 65536,
+    }

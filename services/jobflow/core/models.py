@@ -166,6 +166,12 @@ class ClickhouseMessage(BaseModel):
         )
 
 
+class ErrorAnswer(BaseModel):
+    """The body of an error answer (4xx other than 422, 5xx): what went wrong, in words."""
+
+    detail: str
+
+
 class JobInfo(BaseModel):
     """The informer's answer to GET /info/{id}; dates are absent for an unknown job."""
 

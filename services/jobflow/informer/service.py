@@ -15,7 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from jobflow.core.ksqldb import KsqlDbClient
 from jobflow.core.metrics import LATENCY_BUCKETS
-from jobflow.core.models import JobInfo
+from jobflow.core.models import ErrorAnswer, JobInfo
 from jobflow.core.service import create_app
 from jobflow.core.settings import PostgresSettings, ServiceSettings
 from jobflow.informer.backends import (
@@ -94,7 +94,9 @@ def create(settings: InformerSettings, postgres: PostgresSettings) -> FastAPI:
         "/info/{job_id}",
         response_model=JobInfo,
         response_model_exclude_none=True,
-        responses={503: {"description": "The status backend could not answer."}},
+        responses={
+            503: {"model": ErrorAnswer, "description": "The status backend could not answer."}
+        },
         summary="The status of a job: finish, or unknown.",
     )
     async def info(

@@ -5,11 +5,29 @@ from __future__ import annotations
 import os
 import random
 import uuid
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, Job
 from jobflow.core.timestamps import now_ns
+
+
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema (and so the OpenAPI document) defines it: 296 and 296.0 are
+    the same number; "296", true and 1.5 are not integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# The bounds go on the integer, before the validator wraps it: so the OpenAPI document shows
+# them as its minimum and maximum (put after, pydantic writes keys JSON Schema does not know).
+SleepMs = Annotated[int, Field(ge=0, le=MAX_SLEEP_MS), BeforeValidator(_json_integer)]
+DataSize = Annotated[int, Field(ge=0, le=MAX_DATA_SIZE), BeforeValidator(_json_integer)]
 
 
 class CreateJobRequest(BaseModel):
@@ -17,12 +35,8 @@ class CreateJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sleep: StrictInt | None = Field(
-        default=None, ge=0, le=MAX_SLEEP_MS, description="Work time of the job, in ms."
-    )
-    data_size: StrictInt | None = Field(
-        default=None, ge=0, le=MAX_DATA_SIZE, description="Length of the job's payload."
-    )
+    sleep: SleepMs | None = Field(default=None, description="Work time of the job, in ms.")
+    data_size: DataSize | None = Field(default=None, description="Length of the job's payload.")
 
 
 def random_sleep_ms(center_ms: int, jitter_ms: int) -> int:

@@ -19,7 +19,7 @@ from jobflow.core.kafka import (
     ProducerFailedError,
     ProducerQueueFullError,
 )
-from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, CreatedJob, Job
+from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, CreatedJob, ErrorAnswer, Job
 from jobflow.core.service import create_app, kafka_readiness
 from jobflow.core.settings import KafkaSettings, ServiceSettings
 from jobflow.receiver.jobs import CreateJobRequest, new_job
@@ -87,12 +87,17 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
         "/api/v1/create/job",
         response_model=CreatedJob,
         responses={
+            400: {
+                "model": ErrorAnswer,
+                "description": "The body could not be read as JSON text (not UTF-8, say).",
+            },
             503: {
+                "model": ErrorAnswer,
                 "description": (
                     "Kafka did not acknowledge the job in time, or the receiver is overloaded. "
                     "The job may or may not have been written; it was not confirmed."
-                )
-            }
+                ),
+            },
         },
         summary="Create a job and write it to receiver-topic.",
     )
