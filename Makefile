@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help loadtest-env up down status logs clean test test-unit test-stack test-chaos chaos bench observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
+.PHONY: help loadtest-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -80,6 +80,12 @@ test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of
 
 chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
 	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
+
+security-check: $(VENV)/.synced ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, ruff's security rules, hadolint
+	@$(RUN) ruff check --select S .
+	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
+		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
+		tests/unit/test_images.py
 
 observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
 	@$(RUN) pytest tests/stack/test_observability.py tests/unit/test_monitoring.py
