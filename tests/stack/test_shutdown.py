@@ -68,6 +68,33 @@ def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits(
     assert sorted(m.key() or b"" for m in done) == sorted(j.id.encode() for j in work[:committed])
 
 
+def test_sigterm_leaves_jobs_longer_than_the_drain_time_uncommitted_without_cancelling(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    source, target, group = (
+        isolated["KAFKA_RECEIVER_TOPIC"],
+        isolated["KAFKA_PROCESSOR_TOPIC"],
+        isolated["PROCESSOR_GROUP_ID"],
+    )
+    work = jobs(5, sleep_ms=20_000)
+    produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
+    environment = {**isolated, "PROCESSOR_SHUTDOWN_TIMEOUT_S": "4"}
+    with service_process("processor", environment) as processor:
+        deadline = time.monotonic() + 60
+        while processor.metric('jobflow_records_in_flight{stage="processor"}') == 0:
+            assert time.monotonic() < deadline, "no job started"
+            time.sleep(0.1)
+        processor.process.send_signal(signal.SIGTERM)
+        assert processor.process.wait(timeout=30) == -signal.SIGTERM
+        output = processor.process.stdout.read().decode() if processor.process.stdout else ""
+    # The stage gave up on the 20 s jobs after half the shutdown time and returned by itself:
+    # it was not cancelled, so no transaction can have been cut short.
+    assert "Application shutdown complete." in output
+    assert "did not commit its records in time" not in output
+    assert committed_offsets(kafka, group, source) == 0
+    assert read_until(kafka, target, lambda found: bool(found), lambda _: True, 5) == []
+
+
 def test_offsets_are_committed_only_once_the_outputs_are_acknowledged(
     kafka: KafkaSettings, isolated: dict[str, str]
 ) -> None:

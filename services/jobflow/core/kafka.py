@@ -362,6 +362,10 @@ class BatchConsumer:
             if not assignment:
                 return
             for committed in self._consumer.committed(assignment, timeout=timeout_s):
+                if committed.error is not None:
+                    # Its offset (-1001) would read as "nothing committed" and replay the
+                    # partition from its start: better to stop and be restarted.
+                    raise KafkaException(committed.error)
                 offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
                 self._consumer.seek(TopicPartition(committed.topic, committed.partition, offset))
 

@@ -102,6 +102,7 @@ class StageRunner(Generic[In]):
         kafka: KafkaSettings,
         max_in_flight: int,
         poll_timeout_s: float,
+        drain_timeout_s: float = 10.0,
     ) -> None:
         self._stage = stage
         self._consumer = consumer
@@ -109,6 +110,7 @@ class StageRunner(Generic[In]):
         self._kafka = kafka
         self._max_in_flight = max_in_flight
         self._poll_timeout_s = poll_timeout_s
+        self._drain_timeout_s = drain_timeout_s
         # Committing waits for every record's delivery, which librdkafka gives up on after its
         # delivery timeout; past that and some slack the coordinator is not answering.
         self._transaction_timeout_s = kafka.delivery_timeout_ms / 1000 + 5.0
@@ -125,7 +127,8 @@ class StageRunner(Generic[In]):
         offsets never pass a record whose outputs are not in the same or an earlier
         transaction. The more a transaction takes, the more batches the next one carries.
 
-        Returns only when stopped, after committing what is in flight; raises when the
+        Returns only when stopped, after committing what finishes within the drain time (the
+        rest is consumed again by whoever gets its partitions); raises when the
         pipeline cannot go on (an error no retry fixes, or this instance was fenced), leaving
         what is in flight uncommitted for whoever consumes it next.
         """
@@ -135,8 +138,11 @@ class StageRunner(Generic[In]):
             while not stop.is_set():
                 await self._commit_done(stop)
                 await self._consume_more()
-            while self._in_flight:
-                await asyncio.wait({self._in_flight[0].handled})
+            # Stopping: commit what finishes within the drain time; the rest is dropped (no
+            # transaction is open for it) and handled again by whoever gets its partitions.
+            deadline = time.monotonic() + self._drain_timeout_s
+            while self._in_flight and (left_s := deadline - time.monotonic()) > 0:
+                await asyncio.wait({self._in_flight[0].handled}, timeout=left_s)
                 await self._commit_done(stop)
         finally:
             self._drop_in_flight()
@@ -434,7 +440,15 @@ def create_stage_app(
         },
     )
     runner = StageRunner(
-        stage, consumer, producer, kafka, settings.max_in_flight, settings.poll_timeout_s
+        stage,
+        consumer,
+        producer,
+        kafka,
+        settings.max_in_flight,
+        settings.poll_timeout_s,
+        # Half the shutdown time waits for records to finish; the rest is left for their
+        # transaction, so that the process is not cancelled in the middle of one.
+        drain_timeout_s=settings.shutdown_timeout_s / 2,
     )
     stop = asyncio.Event()
     worker: asyncio.Task[None] | None = None
