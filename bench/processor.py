@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from tests.stack.processes import service_process
-from tests.stack.topics import create_topics, read_until
+from tests.stack.topics import create_topics, partition_end_offsets, read_until, records_since
 
 from bench.measures import rss_mib
 from jobflow.core.models import Job
@@ -78,6 +79,7 @@ def measure(bootstrap: str, jobs: int, sleep_ms: int, instances: int = 1) -> Thr
     source, target = f"bench-in-{suffix}", f"bench-out-{suffix}"
     create_topics(kafka, source, partitions=3)
     create_topics(kafka, f"{source}.dlq", target)
+    start = partition_end_offsets(kafka, target)
     environment = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_RECEIVER_TOPIC": source,
@@ -102,16 +104,17 @@ def measure(bootstrap: str, jobs: int, sleep_ms: int, instances: int = 1) -> Thr
             outputs = read_until(
                 kafka,
                 target,
-                lambda found: len(found) >= jobs,
+                lambda found: len({message.key() for message in found}) >= jobs,
                 lambda _: True,
                 timeout_s=60 + jobs * sleep_ms / 100_000,
             )
             rss = [rss_mib(processor.process.pid) for processor in processors]
+            # All of it, to its end: a duplicate committed after the last new job counts too.
+            seen = Counter(key.decode() for key, _ in records_since(kafka, start, target))
     finally:
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
             [source, f"{source}.dlq", target]
         )
-    seen = [(message.key() or b"").decode() for message in outputs]
     stamps = sorted(message.timestamp()[1] for message in outputs)
     span_s = (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else float("inf")
     return Throughput(
@@ -119,7 +122,7 @@ def measure(bootstrap: str, jobs: int, sleep_ms: int, instances: int = 1) -> Thr
         sleep_ms=sleep_ms,
         instances=instances,
         jobs_per_s=round((len(stamps) - 1) / span_s, 1) if span_s > 0 else 0.0,
-        lost=len(ids - set(seen)),
-        duplicated=len(seen) - len(set(seen)),
+        lost=len(ids - seen.keys()),
+        duplicated=sum(count - 1 for count in seen.values()),
         rss_mib=rss,
     )
