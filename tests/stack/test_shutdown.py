@@ -40,6 +40,23 @@ def jobs(count: int, sleep_ms: int) -> list[Job]:
     ]
 
 
+def sigterm_with_jobs_in_flight(environment: dict[str, str]) -> str:
+    """Start a processor, SIGTERM it once jobs are in flight; its output. It shut down
+    gracefully (checked here)."""
+    with service_process("processor", environment) as processor:
+        deadline = time.monotonic() + 60
+        while processor.metric('jobflow_records_in_flight{stage="processor"}') == 0:
+            assert time.monotonic() < deadline, "no job started"
+            time.sleep(0.1)
+        processor.process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once shut down, so the status is "terminated by SIGTERM";
+        # what shows the shutdown was graceful is its log line.
+        assert processor.process.wait(timeout=30) == -signal.SIGTERM
+        output = processor.process.stdout.read().decode() if processor.process.stdout else ""
+    assert "Application shutdown complete." in output
+    return output
+
+
 def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits(
     kafka: KafkaSettings, isolated: dict[str, str]
 ) -> None:
@@ -50,17 +67,7 @@ def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits(
     )
     work = jobs(20, sleep_ms=3000)
     produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
-    with service_process("processor", isolated) as processor:
-        deadline = time.monotonic() + 60
-        while processor.metric('jobflow_records_in_flight{stage="processor"}') == 0:
-            assert time.monotonic() < deadline, "no batch started"
-            time.sleep(0.1)
-        processor.process.send_signal(signal.SIGTERM)
-        # uvicorn re-raises the signal once shut down, so the status is "terminated by SIGTERM";
-        # what shows the shutdown was graceful is its log line and the committed batch below.
-        assert processor.process.wait(timeout=30) == -signal.SIGTERM
-        output = processor.process.stdout.read().decode() if processor.process.stdout else ""
-    assert "Application shutdown complete." in output
+    sigterm_with_jobs_in_flight(isolated)
     committed = committed_offsets(kafka, group, source)
     assert committed > 0, "the batch in flight at SIGTERM was not committed"
     done = read_until(kafka, target, lambda found: len(found) >= committed, lambda _: True, 30)
@@ -78,18 +85,9 @@ def test_sigterm_leaves_jobs_longer_than_the_drain_time_uncommitted_without_canc
     )
     work = jobs(5, sleep_ms=20_000)
     produce(kafka, source, [(job.id.encode(), job.to_json()) for job in work])
-    environment = {**isolated, "PROCESSOR_SHUTDOWN_TIMEOUT_S": "4"}
-    with service_process("processor", environment) as processor:
-        deadline = time.monotonic() + 60
-        while processor.metric('jobflow_records_in_flight{stage="processor"}') == 0:
-            assert time.monotonic() < deadline, "no job started"
-            time.sleep(0.1)
-        processor.process.send_signal(signal.SIGTERM)
-        assert processor.process.wait(timeout=30) == -signal.SIGTERM
-        output = processor.process.stdout.read().decode() if processor.process.stdout else ""
+    output = sigterm_with_jobs_in_flight({**isolated, "PROCESSOR_SHUTDOWN_TIMEOUT_S": "4"})
     # The stage gave up on the 20 s jobs after half the shutdown time and returned by itself:
     # it was not cancelled, so no transaction can have been cut short.
-    assert "Application shutdown complete." in output
     assert "did not commit its records in time" not in output
     assert committed_offsets(kafka, group, source) == 0
     assert read_until(kafka, target, lambda found: bool(found), lambda _: True, 5) == []
