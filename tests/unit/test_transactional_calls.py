@@ -4,15 +4,22 @@ then stops and is started afresh) instead of a stage that hangs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from jobflow.core import kafka as kafka_module
 from jobflow.core import stage as stage_module
-from jobflow.core.kafka import AsyncProducer, ProducerFailedError
+from jobflow.core.kafka import (
+    AsyncProducer,
+    DeliveryError,
+    OutRecord,
+    ProducerFailedError,
+    ProducerQueueFullError,
+)
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.stage import (
     COMMIT_ATTEMPTS,
@@ -92,3 +99,38 @@ def test_the_stage_producer_retries_a_busy_transaction_coordinator_soon() -> Non
     assert config["transactional.id"] == "processor-unit"
     assert config["retry.backoff.ms"] == TRANSACTION_RETRY_BACKOFF_MS <= 20
     assert config["transaction.timeout.ms"] == NOWHERE.delivery_timeout_ms + 10_000
+
+
+class QueueFillsAfter:
+    """A transactional producer whose queue is full after ``accepted`` records; the first of
+    them is reported undeliverable for good."""
+
+    def __init__(self, accepted: int) -> None:
+        self.accepted = accepted
+        self.aborted = False
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def produce(self, record: OutRecord) -> asyncio.Future[Message]:
+        if self.accepted == 0:
+            raise ProducerQueueFullError
+        self.accepted -= 1
+        report: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        report.set_exception(
+            DeliveryError(record.topic, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
+        )
+        return report
+
+    async def abort_transaction(self, timeout_s: float) -> None:
+        self.aborted = True
+
+
+async def test_a_queue_full_part_way_still_reads_the_queued_records_reports() -> None:
+    # Regression: the reports were gathered only once every record was queued, so a full queue
+    # part way hid a permanent delivery error and the batch was retried for ever.
+    producer = QueueFillsAfter(accepted=2)
+    records = [OutRecord("out", key=b"k", value=b"v") for _ in range(5)]
+    with pytest.raises(ProducerFailedError, match="too large"):
+        await runner(cast(Any, producer))._transact([], records)
+    assert producer.aborted

@@ -237,7 +237,10 @@ class StageRunner(Generic[In]):
         self._producer.begin_transaction()
         acks: list[asyncio.Future[Message]] = []
         try:
-            acks = [self._producer.produce(record) for record in records]
+            # One by one: when the queue fills part way, the abort still reads the reports of
+            # the records already queued (one may say a record can never be delivered).
+            for record in records:
+                acks.append(self._producer.produce(record))
             await self._producer.send_offsets_to_transaction(
                 next_offsets(batch),
                 await self._consumer.group_metadata(),
