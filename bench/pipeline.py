@@ -69,7 +69,6 @@ class ArrivalClock:
     def __init__(self, kafka: KafkaSettings, start: dict[TopicPartition, int]) -> None:
         self.arrived: dict[str, float] = {}
         self.finished: dict[str, int] = {}
-        self.seen: Counter[str] = Counter()
         self._consumer = Consumer(
             {
                 "bootstrap.servers": kafka.bootstrap_servers,
@@ -101,7 +100,6 @@ class ArrivalClock:
             for message in self._consumer.consume(1000, 0.05):
                 if message.error() is None:
                     key = (message.key() or b"").decode()
-                    self.seen[key] += 1
                     if key not in self.arrived:
                         self.arrived[key] = time.time()
                         self.finished[key] = JobDone.from_json(message.value() or b"").finish_date

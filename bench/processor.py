@@ -26,8 +26,6 @@ from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
 
-TARGET_JOBS_PER_S = 1000
-
 
 @dataclass(frozen=True)
 class Throughput:

@@ -3,7 +3,6 @@ end-to-end latency histogram, processor scaling."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -35,10 +34,9 @@ def _over_time(axes: Axes, title: str, runs: dict[str, list[PerSecond]]) -> None
                 label=f"{label} errors/s",
             )
         for q, style in (("p50_ms", "--"), ("p99_ms", "-.")):
-            values = [getattr(point, q) for point in series]
             latency.plot(
                 seconds,
-                [math.nan if value is None else value for value in values],
+                [getattr(point, q) for point in series],
                 style,
                 linewidth=0.8,
                 color=line.get_color(),

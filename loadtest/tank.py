@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 import yaml
+from local.config import CONTRACTS, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-PROFILES = REPO / "charts" / "jobflow" / "files" / "loadtest"
+PROFILES = CONTRACTS / "loadtest"
 TANK = REPO / ".venv-loadtest" / "bin" / "yandex-tank"
 GUN = Path(__file__).resolve().parent / "gun.py"
 RECEIVER_URL = "http://127.0.0.1:8001/api/v1/create/job"
