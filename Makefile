@@ -81,11 +81,11 @@ test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of
 chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
 	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
 
-security-check: $(VENV)/.synced ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, ruff's security rules, hadolint
+security-check: $(VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, ruff's security rules, hadolint
 	@$(RUN) ruff check --select S .
 	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
 		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
-		tests/unit/test_images.py
+		tests/kube/test_network_policies.py tests/unit/test_images.py
 
 observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
 	@$(RUN) pytest tests/stack/test_observability.py tests/unit/test_monitoring.py
@@ -105,7 +105,7 @@ test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, th
 chart-check: $(VENV)/.synced kube-tools ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
 	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py \
 		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
-		tests/kube/test_deploy_scripts.py tests/unit/test_images.py
+		tests/kube/test_deploy_scripts.py tests/kube/test_network_policies.py tests/unit/test_images.py
 
 test: lint typecheck $(VENV)/.synced $(LOADTEST_VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
 	@$(RUN) pytest
@@ -121,14 +121,16 @@ PROFILE ?=
 LOADTEST_PROFILE ?= seed
 MINIKUBE_CPUS ?= 4
 MINIKUBE_MEMORY ?= 8g
+# A network plugin that enforces NetworkPolicies (the chart's are on by default).
+MINIKUBE_CNI ?= calico
 export KUBE_NAMESPACE RELEASE LOADTEST_PROFILE
 
 require = @for tool in $(1); do command -v $$tool >/dev/null || { \
 	echo "$$tool is not on PATH (docs/kubernetes.md lists what to install)" >&2; exit 1; }; done
 
-minikube-up: ## start minikube sized for jobflow (MINIKUBE_CPUS=4, MINIKUBE_MEMORY=8g) with metrics-server
+minikube-up: ## start minikube sized for jobflow (MINIKUBE_CPUS=4, MINIKUBE_MEMORY=8g) with Calico and metrics-server
 	$(call require,minikube)
-	minikube start --cpus $(MINIKUBE_CPUS) --memory $(MINIKUBE_MEMORY) --addons metrics-server
+	minikube start --cpus $(MINIKUBE_CPUS) --memory $(MINIKUBE_MEMORY) --cni $(MINIKUBE_CNI) --addons metrics-server
 
 deploy: ## build the images into minikube and deploy everything (PROFILE=lite, loadtest or lite,loadtest)
 	$(call require,skaffold kubectl helm)

@@ -77,6 +77,7 @@ class KubeBinaries:
     kube_controller_manager: Path
     kubectl: Path
     helm: Path
+    netpol_verdict: Path
     prometheus_operator_crds: Path
     keda_crds: Path
 
@@ -110,6 +111,7 @@ def binaries() -> KubeBinaries:
         kube_controller_manager=bin_dir / "kube-controller-manager",
         kubectl=bin_dir / "kubectl",
         helm=bin_dir / "helm",
+        netpol_verdict=bin_dir / "netpol-verdict",
         prometheus_operator_crds=local_dir() / "kube" / "crds" / "prometheus-operator",
         keda_crds=local_dir() / "kube" / "crds" / "keda",
     )

@@ -36,6 +36,11 @@ from tests.kube.apiserver import (
 from tests.stack.processes import free_port
 
 STATEMENTS = "CREATE TABLE IF NOT EXISTS t (a String) ENGINE = Memory;"
+RELEASE_LABELS = {
+    "app.kubernetes.io/name": "jobflow",
+    "app.kubernetes.io/instance": "release",
+    "app.kubernetes.io/component": "schema",
+}
 
 
 @dataclass
@@ -69,7 +74,7 @@ class Cluster:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "StreamSchema",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": RELEASE_LABELS},
             "spec": spec,
         }
         created = self.custom.create_namespaced_custom_object(
@@ -190,6 +195,11 @@ def test_a_new_schema_gets_one_owned_job_and_a_pending_status(cluster: Cluster) 
     )
     assert owner["controller"] is True
     assert owner["blockOwnerDeletion"] is True
+    # The pod carries its release's labels, by which the chart's NetworkPolicies select it; the
+    # Job's own labels win where both have a key.
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/instance"] == RELEASE_LABELS["app.kubernetes.io/instance"]
+    assert pod_labels["app.kubernetes.io/component"] == "schema-apply"
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "jobflow:test"
     assert {"name": "SCHEMA_STATEMENTS", "value": STATEMENTS} in container["env"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the control plane that tests/kube runs (etcd, kube-apiserver, kube-controller-manager)
-# and helm (the offline chart checks) from the Go modules pinned in tools/kube, tools/etcd and
-# tools/helm, into ${LOCAL_DIR:-<repo>/.local}/kube/bin, and takes the Prometheus Operator's
+# helm (the offline chart checks) and netpol-verdict (the NetworkPolicy checks) from the Go
+# modules pinned in tools/kube, tools/etcd, tools/helm and tools/netpol, into
+# ${LOCAL_DIR:-<repo>/.local}/kube/bin, and takes the Prometheus Operator's
 # CRDs (ServiceMonitor, PodMonitor, PrometheusRule: the chart renders them when a cluster has
 # them) from its pinned Go module into ${LOCAL_DIR:-<repo>/.local}/kube/crds.
 #
@@ -33,6 +34,7 @@ bin="$out/bin"
 stamp="$out/build.stamp"
 etcd_module="$repo/tools/etcd"
 helm_module="$repo/tools/helm"
+netpol_module="$repo/tools/netpol"
 
 say() { echo "==> kube: $*"; }
 
@@ -58,10 +60,11 @@ fingerprint="$(
     "$go" version
     cat "$here/go.mod" "$here/go.sum" "$etcd_module/go.mod" "$etcd_module/go.sum"
     cat "$helm_module/go.mod" "$helm_module/go.sum"
+    cat "$netpol_module/go.mod" "$netpol_module/go.sum" "$netpol_module/main.go"
     cat "${BASH_SOURCE[0]}"
   } | sha256sum | cut -d' ' -f1
 )"
-binaries=(etcd kube-apiserver kube-controller-manager kubectl helm)
+binaries=(etcd kube-apiserver kube-controller-manager kubectl helm netpol-verdict)
 crds="$out/crds"
 # The releases whose CRDs the chart is checked against, each with its module's go.sum hash:
 # the download is verified against it, as go.sum would. The Prometheus Operator's kinds
@@ -118,6 +121,7 @@ say "downloading modules (go.sum pins them)"
 (cd "$here" && "$go" mod download)
 (cd "$etcd_module" && "$go" mod download)
 (cd "$helm_module" && "$go" mod download)
+(cd "$netpol_module" && "$go" mod download)
 say "modules ready in $((SECONDS - started)) s (cache: $("$go" env GOMODCACHE))"
 kube_version="$(module_version "$here" k8s.io/kubernetes)"
 etcd_version="$(module_version "$etcd_module" go.etcd.io/etcd/server/v3)"
@@ -141,6 +145,7 @@ build "$here" k8s.io/kubernetes/cmd/kubectl kubectl "$kube_ldflags"
 helm_version="$(module_version "$helm_module" helm.sh/helm/v4)"
 build "$helm_module" helm.sh/helm/v4/cmd/helm helm \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version"
+build "$netpol_module" . netpol-verdict "-s -w"
 
 # fetch_crds MODULE VERSION SUM FROM INTO FILE...: the module from the Go module proxy,
 # checked against SUM; FILEs copied from its directory FROM into $crds/INTO.

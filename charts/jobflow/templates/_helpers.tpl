@@ -153,3 +153,10 @@ ServiceMonitor kind.
 - name: SMOKE_TIMEOUT_S
   value: {{ .Values.smokeTest.timeoutSeconds | quote }}
 {{- end -}}
+
+{{/* The port of a URL: its own, or its scheme's (http 80, https 443). */}}
+{{- define "jobflow.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $hostAndPort := splitList ":" $url.host -}}
+{{- if gt (len $hostAndPort) 1 -}}{{ last $hostAndPort }}{{- else -}}{{ ternary 443 80 (eq $url.scheme "https") }}{{- end -}}
+{{- end -}}

@@ -93,7 +93,9 @@ def reconcile(
     if status.get("digest") == digest:
         return
     job = build_job(name, dict(spec), statements, digest)
-    kopf.adopt(job, owner=body)
+    # The pod template gets the schema's labels too (its release's): NetworkPolicies select
+    # pods, not Jobs.
+    kopf.adopt(job, owner=body, nested="spec.template")
     try:
         # The client takes a plain manifest as well as its model classes.
         client.BatchV1Api().create_namespaced_job(namespace, cast(Any, job))

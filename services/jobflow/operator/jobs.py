@@ -99,7 +99,7 @@ def build_job(schema: str, spec: dict[str, Any], statements: str, digest: str) -
             "backoffLimit": job.get("backoffLimit", 3),
             "activeDeadlineSeconds": job.get("activeDeadlineSeconds", 900),
             "template": {
-                "metadata": {"labels": job_labels},
+                "metadata": {"labels": dict(job_labels)},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
