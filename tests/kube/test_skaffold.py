@@ -170,7 +170,13 @@ def test_strimzi_is_the_release_whose_crds_the_chart_is_checked_against() -> Non
     readme = (STRIMZI_CRDS / "README.md").read_text() if STRIMZI_CRDS.is_dir() else "1.2.0"
     assert "1.2.0" in readme
     namespace = yaml.safe_load((REPO / "k8s" / "namespace.yaml").read_text())["metadata"]["name"]
-    assert release["setValues"] == {"watchNamespaces[0]": namespace}
+    assert release["setValues"] == {
+        "watchNamespaces[0]": namespace,
+        # The namespace enforces the restricted standard, which Strimzi's pods meet only with
+        # its restricted provider.
+        "extraEnvs[0].name": "STRIMZI_POD_SECURITY_PROVIDER_CLASS",
+        "extraEnvs[0].value": "restricted",
+    }
     (chart,) = configs()["jobflow"]["deploy"]["helm"]["releases"]
     assert chart["namespace"] == namespace
     assert configs()["platform"]["deploy"]["kubectl"]["defaultNamespace"] == namespace
