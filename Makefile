@@ -81,11 +81,12 @@ test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of
 chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
 	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
 
-security-check: $(VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, ruff's security rules, hadolint
+security-check: $(VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, ruff's security rules, hadolint
 	@$(RUN) ruff check --select S .
 	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
 		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
-		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/unit/test_images.py
+		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/kube/test_chart_secrets.py \
+		tests/unit/test_images.py
 
 observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
 	@$(RUN) pytest tests/stack/test_observability.py tests/unit/test_monitoring.py
@@ -103,7 +104,7 @@ test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, th
 	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
 
 chart-check: $(VENV)/.synced kube-tools ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
-	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py \
+	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py tests/kube/test_chart_secrets.py \
 		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
 		tests/kube/test_deploy_scripts.py tests/kube/test_network_policies.py \
 		tests/kube/test_pod_security.py tests/unit/test_images.py

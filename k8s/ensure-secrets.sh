@@ -3,7 +3,8 @@
 # when it is missing, so a second deploy keeps the passwords of the first (ClickHouse's data
 # and Grafana's users outlive a redeploy):
 #   jobflow     k8s/namespace.yaml; Secret clickhouse-credentials: username, password
-#               (k8s/clickhouse, the operator's Jobs)
+#               (k8s/clickhouse, the operator's Jobs). The chart would make it too, but
+#               ClickHouse starts before the chart is installed; the chart then uses this one.
 #   monitoring  namespace monitoring; Secret grafana-admin: admin-user, admin-password
 #               (monitoring/)
 # Usage: k8s/ensure-secrets.sh [jobflow|monitoring]...  (default: both)

@@ -243,15 +243,22 @@ def test_the_sink_reads_committed_records_only() -> None:
     assert connector["spec"]["config"]["consumer.override.isolation.level"] == "read_committed"
 
 
-def test_postgres_gets_the_contract_ddl_and_generated_credentials() -> None:
-    objects = render()
-    init = kinds(objects, "ConfigMap")["jobflow-postgres-init"]
+def test_postgres_gets_the_contract_ddl() -> None:
+    init = kinds(render(), "ConfigMap")["jobflow-postgres-init"]
     assert init["data"] == {"schema.sql": (CONTRACTS / "postgres" / "schema.sql").read_text()}
-    (secret,) = kinds(objects, "Secret").values()
-    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert len(base64.b64decode(secret["data"]["password"])) == 32
-    second = next(iter(kinds(render(), "Secret").values()))
-    assert second["data"]["password"] != secret["data"]["password"], "not a fixed password"
+
+
+def test_the_database_credentials_are_generated_never_fixed() -> None:
+    first, second = kinds(render(), "Secret"), kinds(render(), "Secret")
+    assert set(first) == {"jobflow-postgres", "clickhouse-credentials"}
+    for name, secret in first.items():
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert base64.b64decode(secret["data"]["username"]) == b"jobflow"
+        assert len(base64.b64decode(secret["data"]["password"])) == 32
+        assert second[name]["data"]["password"] != secret["data"]["password"], name
+    # A Secret of an external server holds that server's credentials: never generated.
+    external = render(*PROFILES["external-postgres"])
+    assert set(kinds(external, "Secret")) == {"clickhouse-credentials"}
 
 
 def test_no_password_is_written_into_any_object_but_the_secret() -> None:

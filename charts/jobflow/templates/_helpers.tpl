@@ -160,3 +160,28 @@ ServiceMonitor kind.
 {{- $hostAndPort := splitList ":" $url.host -}}
 {{- if gt (len $hostAndPort) 1 -}}{{ last $hostAndPort }}{{- else -}}{{ ternary 443 80 (eq $url.scheme "https") }}{{- end -}}
 {{- end -}}
+
+{{/*
+A Secret of generated credentials (keys username, password) named .name: made on install, then
+never again. A Secret of that name found in the namespace (lookup), whether made by an earlier
+install or by the user, is used as it is, so upgrades keep the password; helm keeps the Secret
+on uninstall, since the database's data outlives the release. Call with
+(dict "root" $ "component" "postgres" "name" "jobflow-postgres").
+*/}}
+{{- define "jobflow.credentialsSecret" -}}
+{{- if not (lookup "v1" "Secret" .root.Release.Namespace .name) }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "jobflow.labels" . | nindent 4 }}
+  annotations:
+    helm.sh/resource-policy: keep
+type: Opaque
+data:
+  username: {{ "jobflow" | b64enc }}
+  password: {{ randAlphaNum 32 | b64enc }}
+{{- end }}
+{{- end -}}
