@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help loadtest-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
+.PHONY: help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -39,6 +39,15 @@ $(LOADTEST_VENV)/.synced: $(UV) pyproject.toml uv.lock
 	@touch $@
 
 loadtest-env: $(LOADTEST_VENV)/.synced ## yandex-tank 2.0.11 in .venv-loadtest (make test builds it)
+
+# checkov has an environment of its own too: see tools/checkov/pyproject.toml.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.synced: $(UV) pyproject.toml uv.lock tools/checkov/pyproject.toml
+	@echo "==> checkov environment: uv sync --package jobflow-checkov into $(CHECKOV_VENV)"
+	@UV_PROJECT_ENVIRONMENT=$(CHECKOV_VENV) $(UV) sync --frozen --quiet --package jobflow-checkov
+	@touch $@
+
+checkov-env: $(CHECKOV_VENV)/.synced ## checkov 3.3.30 in .venv-checkov (make test builds it)
 
 up: $(VENV)/.synced ## start everything (idempotent) and print the endpoints
 	@$(PYTHON) -m local up
@@ -81,12 +90,12 @@ test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of
 chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
 	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
 
-security-check: $(VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, ruff's security rules, hadolint
+security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, ruff's security rules, hadolint
 	@$(RUN) ruff check --select S .
 	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
 		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
 		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/kube/test_chart_secrets.py \
-		tests/unit/test_images.py
+		tests/kube/test_checkov.py tests/unit/test_images.py
 
 observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
 	@$(RUN) pytest tests/stack/test_observability.py tests/unit/test_monitoring.py
@@ -103,13 +112,13 @@ kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the opera
 test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, the control-plane harness
 	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
 
-chart-check: $(VENV)/.synced kube-tools ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
+chart-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
 	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py tests/kube/test_chart_secrets.py \
 		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
 		tests/kube/test_deploy_scripts.py tests/kube/test_network_policies.py \
-		tests/kube/test_pod_security.py tests/unit/test_images.py
+		tests/kube/test_pod_security.py tests/kube/test_checkov.py tests/unit/test_images.py
 
-test: lint typecheck $(VENV)/.synced $(LOADTEST_VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
+test: lint typecheck $(VENV)/.synced $(LOADTEST_VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
 	@$(RUN) pytest
 
 docs: $(VENV)/.synced ## regenerate the README's configuration table from the settings classes

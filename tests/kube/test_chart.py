@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 
 import pytest
@@ -265,7 +266,9 @@ def test_no_password_is_written_into_any_object_but_the_secret() -> None:
     for manifest in render("--set", "informer.backend=postgres"):
         if manifest["kind"] == "Secret":
             continue
-        text = json.dumps(manifest)
+        # Naming a password's place is fine: a Secret's key, a config provider's reference, a
+        # mounted Secret's file.
+        text = re.sub(r"/run/secrets/\w+/password|_PASSWORD_FILE", "", json.dumps(manifest))
         assert "password" not in text.lower() or "secretKeyRef" in text or "${secrets:" in text, (
             manifest["kind"],
             manifest["metadata"]["name"],

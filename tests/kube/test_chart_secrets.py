@@ -24,6 +24,8 @@ from tests.kube.chart import CHART, helm
 
 DATABASE_SECRETS = ("jobflow-postgres", "clickhouse-credentials")
 HTTP_NOT_FOUND = 404
+# The name of a Secret the user made.
+USERS_OWN = "my-postgres"
 
 
 class Release:
@@ -92,16 +94,16 @@ def test_passwords_are_generated_on_install_and_kept_by_upgrades_and_uninstall(
 def test_a_secret_the_user_made_is_used_as_it_is(release: Release) -> None:
     mine = {"username": "owner", "password": "chosen-by-the-user"}
     release.core.create_namespaced_secret(
-        release.namespace, {"metadata": {"name": "my-postgres"}, "stringData": mine}
+        release.namespace, {"metadata": {"name": USERS_OWN}, "stringData": mine}
     )
-    release.install("--set", "postgres.credentialsSecret=my-postgres")
-    assert release.credentials("my-postgres") == mine
+    release.install("--set", f"postgres.credentialsSecret={USERS_OWN}")
+    assert release.credentials(USERS_OWN) == mine
     assert not release.exists("jobflow-postgres")
     statefulset = client.AppsV1Api(release.core.api_client).read_namespaced_stateful_set(
         "jobflow-postgres", release.namespace
     )
-    env = {e.name: e.value_from for e in statefulset.spec.template.spec.containers[0].env}
-    assert env["POSTGRES_PASSWORD"].secret_key_ref.name == "my-postgres"
+    volumes = {v.name: v.secret for v in statefulset.spec.template.spec.volumes}
+    assert volumes["credentials"].secret_name == USERS_OWN
 
 
 def test_no_password_is_stored_outside_the_secrets(release: Release) -> None:

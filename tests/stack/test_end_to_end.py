@@ -6,11 +6,13 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from jobflow.core.settings import PostgresSettings
 from jobflow.core.timestamps import NANOS_PER_SECOND, format_rfc3339_nano, parse_rfc3339_nano
 
 JOBS = 200
@@ -144,3 +146,36 @@ def test_the_informer_answers_503_when_its_backend_is_away() -> None:
     assert answer.json()["detail"].startswith(
         "status backend unavailable: PostgreSQL lookup failed"
     )
+
+
+def test_the_informer_reads_postgres_credentials_from_mounted_files(
+    postgres: psycopg.Connection[tuple[object, ...]], tmp_path: Path
+) -> None:
+    """As the chart runs it: the Secret's keys as files, the variables unset."""
+    from tests.stack.processes import service_process
+
+    row = postgres.execute("SELECT id::text FROM jobs LIMIT 1").fetchone()
+    assert row is not None, "the stack's PostgreSQL has no finished job yet"
+    credentials = PostgresSettings()
+    (tmp_path / "username").write_text(credentials.user)
+    (tmp_path / "password").write_text(credentials.password.get_secret_value())
+    (tmp_path / "wrong").write_text("not-the-password")
+    files = {
+        "INFORMER_BACKEND": "postgres",
+        "POSTGRES_USER": "",
+        "POSTGRES_PASSWORD": "",
+        "POSTGRES_USER_FILE": str(tmp_path / "username"),
+        "POSTGRES_PASSWORD_FILE": str(tmp_path / "password"),
+    }
+    with service_process("informer", files) as informer:
+        answer = informer.get(f"/info/{row[0]}")
+    assert answer is not None
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "finish"
+
+    with service_process(
+        "informer", {**files, "POSTGRES_PASSWORD_FILE": str(tmp_path / "wrong")}
+    ) as informer:
+        refused = informer.get(f"/info/{row[0]}")
+    assert refused is not None
+    assert refused.status_code == 503

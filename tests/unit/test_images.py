@@ -8,6 +8,7 @@ settings, the operator's Job securityContext and local/install.py's Debezium art
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -360,3 +361,53 @@ def test_connect_is_strimzis_kafka_image_for_the_clusters_kafka(connect: Dockerf
     assert len(kafka) == 1
     assert match.group(2) == str(kafka[0]["spec"]["kafka"]["version"])
     assert final.instructions[-1] == Instruction("USER", "1001")
+
+
+def test_the_build_stage_installs_from_the_files_it_copies_alone(
+    images: Dockerfile, tmp_path: Path
+) -> None:
+    """The build stage's COPY and `uv sync` steps, replayed in an empty folder with the image's
+    uv settings: nothing the build does not copy (the tests, the other workspace members) is
+    needed, and the result is the runtime dependencies and the project, without the dev group."""
+    build = images.stage("build")
+    source, venv = tmp_path / "src", tmp_path / "venv"
+    source.mkdir()
+    environment = {
+        **os.environ,
+        **build.env(),
+        # The image's paths, here.
+        "UV_PROJECT_ENVIRONMENT": str(venv),
+        "UV_PYTHON": sys.executable,
+    }
+    for instruction in build.instructions:
+        if instruction.keyword == "COPY":
+            paths, from_stage = copy_sources(instruction.value)
+            assert not from_stage
+            for path in paths:
+                origin = ROOT / path
+                if origin.is_dir():
+                    shutil.copytree(
+                        origin, source / path, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    shutil.copy(origin, source / path)
+        elif instruction.keyword == "RUN" and "uv sync" in instruction.value:
+            words = shlex.split(instruction.value)
+            command = [
+                str(ROOT / ".local" / "tools" / "bin" / "uv"),
+                *words[words.index("uv") + 1 :],
+            ]
+            result = subprocess.run(  # noqa: S603
+                command, cwd=source, env=environment, capture_output=True, text=True, check=False
+            )
+            assert result.returncode == 0, result.stderr
+    python = venv / "bin" / "python"
+    services = ", ".join(f"jobflow.{service}" for service in SERVICES)
+    imported = subprocess.run(  # noqa: S603
+        [str(python), "-c", f"import {services}; import pytest"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "No module named 'pytest'" in imported.stderr, "the dev group is not installed"
+    assert imported.stderr.count("No module named") == 1, imported.stderr

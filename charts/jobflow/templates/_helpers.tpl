@@ -37,7 +37,8 @@ component's whole image reference (skaffold sets them to what it built).
 A service's Deployment and Service. Call with
 (dict "root" $ "component" "receiver" "values" .Values.receiver "env" (list ...)).
 Every service listens on all addresses of its pod, serves /healthz, /readyz and /metrics on
-its port, and reads KAFKA_BOOTSTRAP_SERVERS; "env" adds the component's own variables.
+its port, and reads KAFKA_BOOTSTRAP_SERVERS; "env" adds the component's own variables, and
+"secretFiles" (optional: dict "secret" NAME "path" DIR) mounts a Secret's keys as files.
 */}}
 {{- define "jobflow.service" -}}
 {{- $root := .root -}}
@@ -103,6 +104,17 @@ spec:
             {{- toYaml .values.resources | nindent 12 }}
           securityContext:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+          {{- with .secretFiles }}
+          volumeMounts:
+            - {name: credentials, mountPath: {{ .path }}, readOnly: true}
+          {{- end }}
+      {{- with .secretFiles }}
+      volumes:
+        - name: credentials
+          secret:
+            secretName: {{ .secret }}
+            defaultMode: 0440
+      {{- end }}
 ---
 apiVersion: v1
 kind: Service

@@ -7,10 +7,11 @@ is generated from these classes, so a field's description is its documentation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Self
 
 from psycopg.conninfo import make_conninfo
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -65,6 +66,15 @@ class ServiceSettings(BaseSettings):
     )
 
 
+def _read_secret_file(path: Path) -> str:
+    """A credential from a file; a mounted Secret's value has no trailing newline, a hand-made
+    file often has one."""
+    try:
+        return path.read_text().removesuffix("\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 class PostgresSettings(BaseSettings):
     """How to reach the PostgreSQL database that holds table ``jobs``."""
 
@@ -74,8 +84,28 @@ class PostgresSettings(BaseSettings):
     port: int = Field(default=5432, ge=1, le=65535, description="PostgreSQL port.")
     user: str = Field(default="postgres", description="PostgreSQL user.")
     password: SecretStr = Field(default=SecretStr("password"), description="PostgreSQL password.")
+    user_file: Path | None = Field(
+        default=None,
+        description="File holding the user, read in place of POSTGRES_USER (a mounted Secret).",
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the password, read in place of POSTGRES_PASSWORD (a mounted Secret)."
+        ),
+    )
     database: str = Field(default="postgres", description="Database holding table jobs.")
     table: str = Field(default="jobs", description="Table the JDBC sink writes.")
+
+    @model_validator(mode="after")
+    def _read_credential_files(self) -> Self:
+        # The PostgreSQL image's own convention (POSTGRES_PASSWORD_FILE): a Secret mounted as
+        # files keeps the password out of the process environment.
+        if self.user_file is not None:
+            self.user = _read_secret_file(self.user_file)
+        if self.password_file is not None:
+            self.password = SecretStr(_read_secret_file(self.password_file))
+        return self
 
     def conninfo(self) -> str:
         return make_conninfo(
