@@ -90,12 +90,13 @@ test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of
 chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
 	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
 
-security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, ruff's security rules, hadolint
+security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, Kafka ACLs, ruff's security rules, hadolint
 	@$(RUN) ruff check --select S .
 	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
 		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
 		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/kube/test_chart_secrets.py \
-		tests/kube/test_checkov.py tests/unit/test_images.py
+		tests/kube/test_checkov.py tests/stack/test_kafka_auth.py tests/unit/test_settings.py \
+		tests/unit/test_images.py
 
 observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
 	@$(RUN) pytest tests/stack/test_observability.py tests/unit/test_monitoring.py

@@ -9,11 +9,12 @@ import base64
 import json
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client
-from local.config import CONTRACTS
+from local.config import CONTRACTS, REPO
 from pydantic_settings import BaseSettings
 
 from jobflow.converter.service import ConverterSettings
@@ -289,7 +290,7 @@ def test_an_external_postgres_replaces_the_statefulset() -> None:
 
 
 def test_the_profiles_are_the_ones_documented() -> None:
-    assert set(PROFILES) == {"lite", "loadtest", "external-postgres"}
+    assert set(PROFILES) == {"lite", "loadtest", "external-postgres", "kafka-auth"}
 
 
 @pytest.mark.parametrize(
@@ -310,3 +311,58 @@ def test_each_profile_passes_the_strict_dry_run(
     client.CoreV1Api(admin).create_namespace({"metadata": {"name": namespace}})
     for manifest in render(*profile):
         dry_run_create(admin, manifest, namespace)
+
+
+def test_kafka_auth_makes_the_contract_files_users_and_logs_each_client_in_as_its_own() -> None:
+    objects = render(*PROFILES["kafka-auth"])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    contract = yaml.safe_load((CONTRACTS / "kafka-users.yaml").read_text())["users"]
+    users = kinds(objects, "KafkaUser")
+    assert set(users) == {f"jobflow-{user}" for user in contract}
+    for user, spec in contract.items():
+        kafka_user = users[f"jobflow-{user}"]
+        assert kafka_user["metadata"]["labels"]["strimzi.io/cluster"] == "jobflow"
+        assert kafka_user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        expected = json.loads(json.dumps(spec["acls"]).replace("${connect}", "jobflow-connect"))
+        assert kafka_user["spec"]["authorization"] == {"type": "simple", "acls": expected}
+
+    bootstrap = values["kafkaAuth"]["bootstrapServers"]
+    deployments = kinds(objects, "Deployment")
+    for service in ("receiver", "processor", "converter"):
+        pod = deployments[f"jobflow-{service}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == bootstrap
+        assert env["KAFKA_SASL_USERNAME"] == f"jobflow-{service}"
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        mounted = {
+            mount["mountPath"]: next(
+                v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == mount["name"]
+            )
+            for mount in container["volumeMounts"]
+        }
+        assert mounted == {
+            str(Path(env["KAFKA_SASL_PASSWORD_FILE"]).parent): f"jobflow-{service}",
+            str(Path(env["KAFKA_SSL_CA_LOCATION"]).parent): "jobflow-cluster-ca-cert",
+        }
+    informer = deployments["jobflow-informer"]["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in informer["env"] if e["name"].startswith("KAFKA_S")]
+    (connect,) = kinds(objects, "KafkaConnect").values()
+    assert connect["spec"]["bootstrapServers"] == bootstrap
+    assert connect["spec"]["authentication"]["username"] == "jobflow-connect"
+    assert not kinds(render(), "KafkaUser")
+
+
+def test_kafka_auths_address_is_the_brokers_scram_listener() -> None:
+    kafka = next(
+        document
+        for document in yaml.safe_load_all((REPO / "k8s" / "strimzi" / "kafka.yaml").read_text())
+        if document and document["kind"] == "Kafka"
+    )
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    port = int(values["kafkaAuth"]["bootstrapServers"].rsplit(":", 1)[1])
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    (listener,) = [each for each in listeners if each["port"] == port]
+    assert listener["tls"] is True
+    assert listener["authentication"] == {"type": "scram-sha-512"}
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"

@@ -94,6 +94,8 @@ NEIGHBOURS = [
         "kafka",
         tcp(http=8080),
     ),
+    # KEDA's operator, which reads the processor's lag when it autoscales.
+    Endpoint("keda", {"app.kubernetes.io/name": "keda-operator"}, "keda", tcp(metrics=8080)),
     # Somebody else's pod, in jobflow's namespace and in another, and a host on the internet:
     # each serves every port any endpoint serves (PROBES), so that a rule letting a port through
     # to more than its one peer shows here.
@@ -289,16 +291,23 @@ def cluster_of(*helm_arguments: str) -> Cluster:
 # What the pipeline needs. -----------------------------------------------------------------------
 
 SERVICES = ("receiver", "processor", "converter", "informer")
-KAFKA_CLIENTS = ("receiver", "processor", "converter", "connect", "clickhouse", "ksqldb")
+CHART_KAFKA_CLIENTS = ("receiver", "processor", "converter", "connect")
+KAFKA_CLIENTS = (*CHART_KAFKA_CLIENTS, "clickhouse", "ksqldb", "keda")
 
 
-def needed_flows(cluster: Cluster, *, informer_reads: str, postgres: str) -> set[Flow]:
+def needed_flows(
+    cluster: Cluster, *, informer_reads: str, postgres: str, listener: str = "tcp-plain"
+) -> set[Flow]:
+    """``listener``: the one the chart's Kafka clients use (tcp-scram with kafkaAuth)."""
     present = cluster.endpoints
     flows: set[Flow] = set()
     for name, endpoint in present.items():
         if endpoint.policed_egress:
             flows |= {(name, "dns", "dns"), (name, "dns", "dns-tcp")}
-    flows |= {(client, "kafka", "tcp-plain") for client in KAFKA_CLIENTS if client in present}
+    flows |= {(client, "kafka", listener) for client in CHART_KAFKA_CLIENTS}
+    flows |= {
+        (client, "kafka", "tcp-plain") for client in ("clickhouse", "ksqldb") if client in present
+    }
     flows |= {("prometheus", service, "http") for service in SERVICES}
     flows.add(("informer", informer_reads, "postgres" if informer_reads != "ksqldb" else "http"))
     flows.add(("connect", postgres, "postgres"))
@@ -322,9 +331,13 @@ def needed_flows(cluster: Cluster, *, informer_reads: str, postgres: str) -> set
 def check(cluster: Cluster, needed: set[Flow], open_ingress: set[tuple[str, str]]) -> None:
     """Every flow between any two endpoints: each direction's verdict is what is needed (a
     side no policy governs lets everything through). ``open_ingress``: (destination, port)
-    that anyone may reach. The brokers' TLS listener admits the same clients as the plain one,
-    though none of them uses it here."""
-    admitted = needed | {(client, "kafka", "tcp-tls") for client in KAFKA_CLIENTS}
+    that anyone may reach. Every listener of the brokers admits all of the pipeline's Kafka
+    clients (and KEDA), though each uses one."""
+    admitted = needed | {
+        (client, "kafka", listener)
+        for client in KAFKA_CLIENTS
+        for listener in cluster.endpoints["kafka"].ports
+    }
     flows = [
         (source.name, destination.name, port)
         for source, destination in itertools.product(cluster.endpoints.values(), repeat=2)
@@ -349,20 +362,24 @@ OPEN_APIS = {("receiver", "http"), ("informer", "http")}
 
 
 @pytest.mark.parametrize(
-    ("profile", "informer_reads", "postgres"),
+    ("profile", "informer_reads", "postgres", "listener"),
     [
-        ("default", "ksqldb", "postgres"),
-        ("lite", "postgres", "postgres"),
-        ("external-postgres", "ksqldb", "external-postgres"),
-        ("loadtest", "ksqldb", "postgres"),
+        ("default", "ksqldb", "postgres", "tcp-plain"),
+        ("lite", "postgres", "postgres", "tcp-plain"),
+        ("external-postgres", "ksqldb", "external-postgres", "tcp-plain"),
+        ("loadtest", "ksqldb", "postgres", "tcp-plain"),
+        ("kafka-auth", "ksqldb", "postgres", "tcp-scram"),
     ],
 )
 def test_each_profile_allows_exactly_the_flows_the_pipeline_needs(
-    profile: str, informer_reads: str, postgres: str
+    profile: str, informer_reads: str, postgres: str, listener: str
 ) -> None:
     cluster = cluster_of(*PROFILES.get(profile, ()))
     assert ("loadtest" in cluster.endpoints) == (profile == "loadtest")
-    needed = needed_flows(cluster, informer_reads=informer_reads, postgres=postgres)
+    assert set(PROFILES) <= {"lite", "external-postgres", "loadtest", "kafka-auth"}, "a new one?"
+    needed = needed_flows(
+        cluster, informer_reads=informer_reads, postgres=postgres, listener=listener
+    )
     check(cluster, needed, OPEN_APIS)
 
 

@@ -42,7 +42,14 @@ def profile_names() -> set[str]:
     return {p["name"] for c in configs().values() for p in c.get("profiles", [])}
 
 
-PROFILE_SETS = [set(), {"lite"}, {"loadtest"}, {"lite", "loadtest"}]
+PROFILE_SETS = [
+    set(),
+    {"lite"},
+    {"loadtest"},
+    {"lite", "loadtest"},
+    {"kafka-auth"},
+    {"lite", "kafka-auth"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +59,8 @@ def validator() -> Draft7Validator:
     return Draft7Validator(json.loads(SCHEMA.read_text()))
 
 
-def test_the_profiles_are_lite_and_loadtest() -> None:
-    assert profile_names() == {"lite", "loadtest"}
+def test_the_profiles_are_lite_loadtest_and_kafka_auth() -> None:
+    assert profile_names() == {"lite", "loadtest", "kafka-auth"}
     assert [c["apiVersion"] for c in configs().values()] == ["skaffold/v4beta14"] * 4
 
 

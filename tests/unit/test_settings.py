@@ -1,4 +1,4 @@
-"""Settings read from files: the PostgreSQL credentials a Kubernetes Secret mounts."""
+"""Settings: credentials read from files (mounted Secrets), Kafka authentication."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from jobflow.core.settings import PostgresSettings
+from jobflow.core.settings import KafkaSettings, PostgresSettings
 
 
 def test_credentials_are_read_from_files_in_place_of_the_variables(
@@ -37,3 +37,36 @@ def test_a_missing_file_is_a_clear_settings_error(
     monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(tmp_path / "absent"))
     with pytest.raises(ValidationError, match=r"cannot read .*absent: No such file"):
         PostgresSettings()
+
+
+def test_kafka_clients_talk_plaintext_unless_told_otherwise() -> None:
+    config = KafkaSettings().client_config()
+    assert config["security.protocol"] == "PLAINTEXT"
+    assert not [key for key in config if key.startswith(("sasl.", "ssl."))]
+
+
+def test_kafka_clients_authenticate_with_scram_over_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "password").write_text("scram-secret")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "jobflow-processor")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "password"))
+    monkeypatch.setenv("KAFKA_SSL_CA_LOCATION", "/run/secrets/kafka-ca/ca.crt")
+    assert KafkaSettings().client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "jobflow-processor",
+        "sasl.password": "scram-secret",
+        "ssl.ca.location": "/run/secrets/kafka-ca/ca.crt",
+    }
+
+
+def test_sasl_without_credentials_is_a_clear_settings_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "jobflow-processor")
+    with pytest.raises(ValidationError, match="needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
+        KafkaSettings()

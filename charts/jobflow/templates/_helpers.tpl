@@ -38,11 +38,18 @@ A service's Deployment and Service. Call with
 (dict "root" $ "component" "receiver" "values" .Values.receiver "env" (list ...)).
 Every service listens on all addresses of its pod, serves /healthz, /readyz and /metrics on
 its port, and reads KAFKA_BOOTSTRAP_SERVERS; "env" adds the component's own variables, and
-"secretFiles" (optional: dict "secret" NAME "path" DIR) mounts a Secret's keys as files.
+"secretFiles" (optional: a list of dict "secret" NAME "path" DIR) mounts Secrets' keys as files.
+With kafkaAuth, a Kafka user among them (files/kafka-users.yaml) logs in as its KafkaUser.
 */}}
 {{- define "jobflow.service" -}}
 {{- $root := .root -}}
 {{- $prefix := upper .component -}}
+{{- $env := .env | default list -}}
+{{- $secretFiles := .secretFiles | default list -}}
+{{- if include "jobflow.kafkaUser" . -}}
+{{- $env = concat $env (include "jobflow.kafkaAuthEnv" . | fromYamlArray) -}}
+{{- $secretFiles = concat $secretFiles (include "jobflow.kafkaAuthSecrets" . | fromYamlArray) -}}
+{{- end -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -84,8 +91,8 @@ spec:
             - name: {{ $prefix }}_PORT
               value: {{ .values.port | quote }}
             - name: KAFKA_BOOTSTRAP_SERVERS
-              value: {{ $root.Values.kafka.bootstrapServers | quote }}
-            {{- with .env }}
+              value: {{ include "jobflow.kafkaBootstrap" $root | quote }}
+            {{- with $env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
             {{- range $name, $value := .values.env }}
@@ -104,16 +111,20 @@ spec:
             {{- toYaml .values.resources | nindent 12 }}
           securityContext:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
-          {{- with .secretFiles }}
+          {{- with $secretFiles }}
           volumeMounts:
-            - {name: credentials, mountPath: {{ .path }}, readOnly: true}
+            {{- range $index, $files := . }}
+            - {name: secret-{{ $index }}, mountPath: {{ $files.path }}, readOnly: true}
+            {{- end }}
           {{- end }}
-      {{- with .secretFiles }}
+      {{- with $secretFiles }}
       volumes:
-        - name: credentials
+        {{- range $index, $files := . }}
+        - name: secret-{{ $index }}
           secret:
-            secretName: {{ .secret }}
+            secretName: {{ $files.secret }}
             defaultMode: 0440
+        {{- end }}
       {{- end }}
 ---
 apiVersion: v1
@@ -196,4 +207,32 @@ data:
   username: {{ "jobflow" | b64enc }}
   password: {{ randAlphaNum 32 | b64enc }}
 {{- end }}
+{{- end -}}
+
+{{/* The bootstrap address the Kafka clients use: kafkaAuth's listener, or the plain one. */}}
+{{- define "jobflow.kafkaBootstrap" -}}
+{{- if .Values.kafkaAuth.enabled -}}{{ .Values.kafkaAuth.bootstrapServers }}{{- else -}}{{ .Values.kafka.bootstrapServers }}{{- end -}}
+{{- end -}}
+
+{{/* With kafkaAuth, the KafkaUser a component logs in as ("" when it has none); call with
+(dict "root" $ "component" "processor"). The users are files/kafka-users.yaml's. */}}
+{{- define "jobflow.kafkaUser" -}}
+{{- if and .root.Values.kafkaAuth.enabled (hasKey (.root.Files.Get "files/kafka-users.yaml" | fromYaml).users .component) -}}
+{{ include "jobflow.fullname" .root }}-{{ .component }}
+{{- end -}}
+{{- end -}}
+
+{{/* Where a Kafka user's password (the Secret Strimzi's User Operator makes, named after the
+KafkaUser) and the cluster CA's certificate are mounted, and the variables that say so. */}}
+{{- define "jobflow.kafkaAuthSecrets" -}}
+- {secret: {{ include "jobflow.kafkaUser" . }}, path: /run/secrets/kafka-user}
+- {secret: {{ .root.Values.kafka.clusterName }}-cluster-ca-cert, path: /run/secrets/kafka-ca}
+{{- end -}}
+
+{{- define "jobflow.kafkaAuthEnv" -}}
+- {name: KAFKA_SECURITY_PROTOCOL, value: SASL_SSL}
+- {name: KAFKA_SASL_MECHANISM, value: SCRAM-SHA-512}
+- {name: KAFKA_SASL_USERNAME, value: {{ include "jobflow.kafkaUser" . }}}
+- {name: KAFKA_SASL_PASSWORD_FILE, value: /run/secrets/kafka-user/password}
+- {name: KAFKA_SSL_CA_LOCATION, value: /run/secrets/kafka-ca/ca.crt}
 {{- end -}}

@@ -17,6 +17,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
+def _read_secret_file(path: Path) -> str:
+    """A credential from a file; a mounted Secret's value has no trailing newline, a hand-made
+    file often has one."""
+    try:
+        return path.read_text().removesuffix("\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 class KafkaSettings(BaseSettings):
     """How every service reaches Kafka, and the names of the pipeline's topics."""
 
@@ -43,9 +52,63 @@ class KafkaSettings(BaseSettings):
         description="How long a produced record may wait for the broker's acknowledgement.",
     )
 
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description=(
+            "How clients talk to the brokers: SASL_SSL for a TLS listener with SCRAM "
+            "authentication (the chart's kafkaAuth)."
+        ),
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism, with a SASL_* security protocol."
+    )
+    sasl_username: str | None = Field(
+        default=None, description="SASL user, with a SASL_* security protocol."
+    )
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password, with a SASL_* security protocol."
+    )
+    sasl_password_file: Path | None = Field(
+        default=None,
+        description="File holding the SASL password, read in place of KAFKA_SASL_PASSWORD.",
+    )
+    ssl_ca_location: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of the CA that signed the brokers' certificates (Strimzi's cluster CA); "
+            "unset, the system's CAs."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _credentials_for_sasl(self) -> Self:
+        if self.sasl_password_file is not None:
+            self.sasl_password = SecretStr(_read_secret_file(self.sasl_password_file))
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs KAFKA_SASL_USERNAME "
+                "and KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)"
+            )
+        return self
+
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings common to every client."""
-        return {"bootstrap.servers": self.bootstrap_servers}
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        # Both are set with a SASL_* protocol: checked when the settings were read.
+        if self.security_protocol.startswith("SASL_") and self.sasl_password is not None:
+            config |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password.get_secret_value(),
+            }
+        if self.ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
+        return config
 
     def dlq_topic(self, source_topic: str) -> str:
         return f"{source_topic}{self.dlq_suffix}"
@@ -64,15 +127,6 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How long shutdown may take to finish in-flight work before giving up.",
     )
-
-
-def _read_secret_file(path: Path) -> str:
-    """A credential from a file; a mounted Secret's value has no trailing newline, a hand-made
-    file often has one."""
-    try:
-        return path.read_text().removesuffix("\n")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 class PostgresSettings(BaseSettings):
