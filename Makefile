@@ -94,7 +94,7 @@ security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## bad input 
 	@$(RUN) ruff check --select S .
 	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
 		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
-		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/kube/test_chart_secrets.py \
+		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/kube/test_chart_lookups.py \
 		tests/kube/test_checkov.py tests/stack/test_kafka_auth.py tests/unit/test_settings.py \
 		tests/unit/test_images.py
 
@@ -114,7 +114,7 @@ test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, th
 	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
 
 chart-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
-	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py tests/kube/test_chart_secrets.py \
+	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py tests/kube/test_chart_lookups.py \
 		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
 		tests/kube/test_deploy_scripts.py tests/kube/test_network_policies.py \
 		tests/kube/test_pod_security.py tests/kube/test_checkov.py tests/unit/test_images.py

@@ -366,3 +366,20 @@ def test_kafka_auths_address_is_the_brokers_scram_listener() -> None:
     assert listener["tls"] is True
     assert listener["authentication"] == {"type": "scram-sha-512"}
     assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("networkPolicy.enabled=false", "kafkaAuth needs networkPolicy.enabled"),
+        (
+            "processor.env.PROCESSOR_GROUP_ID=other",
+            "processor.env.PROCESSOR_GROUP_ID changes a name",
+        ),
+        ("converter.env.KAFKA_DLQ_SUFFIX=.dead", "converter.env.KAFKA_DLQ_SUFFIX changes a name"),
+    ],
+)
+def test_kafka_auth_refuses_what_its_acls_do_not_cover(setting: str, complaint: str) -> None:
+    result = helm("template", "jobflow", str(CHART), *PROFILES["kafka-auth"], "--set", setting)
+    assert result.returncode != 0
+    assert complaint in result.stderr

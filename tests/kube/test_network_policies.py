@@ -241,14 +241,20 @@ def cluster_of(*helm_arguments: str) -> Cluster:
     endpoints = [
         Endpoint(name, labels, ports=container_ports(spec)) for name, (labels, spec) in pods.items()
     ]
+    # Strimzi's Connect pods: the template's labels, then Strimzi's own, which win where both
+    # set one (app.kubernetes.io/name and instance).
     (connect,) = kinds(chart, "KafkaConnect").values()
+    name = connect["metadata"]["name"]
     endpoints.append(
         Endpoint(
             "connect",
             {
                 **connect["spec"]["template"]["pod"]["metadata"]["labels"],
-                "strimzi.io/cluster": connect["metadata"]["name"],
+                "app.kubernetes.io/name": "kafka-connect",
+                "app.kubernetes.io/instance": name,
+                "strimzi.io/cluster": name,
                 "strimzi.io/kind": "KafkaConnect",
+                "strimzi.io/name": f"{name}-connect",
             },
             ports=tcp(**{"rest-api": 8083}),
         )
@@ -394,9 +400,14 @@ def test_named_api_clients_and_the_releases_own_tests_alone_reach_the_apis() -> 
 
 def test_every_pod_of_the_release_is_under_default_deny() -> None:
     cluster = cluster_of()
-    release = [e for e in cluster.endpoints.values() if e.labels.get("app.kubernetes.io/instance")]
-    assert {e.name for e in release} >= {*SERVICES, "operator", "postgres", "connect"}
-    assert "schema-apply" in {e.name for e in release}
+    release = [
+        e
+        for e in cluster.endpoints.values()
+        if e.labels.get("app.kubernetes.io/instance") == "jobflow"
+    ]
+    assert {e.name for e in release} >= {*SERVICES, "operator", "postgres", "schema-apply"}
+    # Kafka Connect's pods are Strimzi's, under a policy of their own.
+    release.append(cluster.endpoints["connect"])
     assert all(e.policed_egress and e.policed_ingress for e in release)
 
 
@@ -404,3 +415,10 @@ def test_switched_off_the_chart_renders_no_policy() -> None:
     chart = render("--set", "networkPolicy.enabled=false")
     assert not kinds(chart, "NetworkPolicy")
     assert kinds(render(), "NetworkPolicy")
+
+
+def test_a_release_postgres_on_another_service_port_is_reached_on_its_pods_port() -> None:
+    """Policies judge the pod's port, after the Service: postgres.port is the Service's."""
+    cluster = cluster_of("--set", "postgres.port=6432")
+    assert cluster.endpoints["postgres"].ports["postgres"] == (5432, "TCP")
+    check(cluster, needed_flows(cluster, informer_reads="ksqldb", postgres="postgres"), OPEN_APIS)

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -195,6 +196,22 @@ def _set_up(kafka: SecuredKafka, topics: list[dict[str, Any]], connect: str) -> 
     ]
     for future in admin.create_acls(bindings).values():
         future.result(30)
+    # Created is not yet in force: wait until the broker's authorizer lists every binding.
+    # None matches any name, principal and host (the client's documentation; its stubs say str).
+    anything: Any = None
+    everything = AclBindingFilter(
+        ResourceType.ANY,
+        anything,
+        ResourcePatternType.ANY,
+        anything,
+        anything,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+    deadline = time.monotonic() + 30
+    while len(admin.describe_acls(everything).result(10)) < len(bindings):
+        assert time.monotonic() < deadline, "the ACLs never came into force"
+        time.sleep(0.2)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ def test_credentials_are_read_from_files_in_place_of_the_variables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "username").write_text("jobflow")  # as a mounted Secret: no newline
-    (tmp_path / "password").write_text("from-the-file\n")  # as a hand-made file
+    (tmp_path / "password").write_text("from-the-file\r\n")  # as a hand-made file
     monkeypatch.setenv("POSTGRES_USER", "from-the-variable")
     monkeypatch.setenv("POSTGRES_PASSWORD", "from-the-variable")
     monkeypatch.setenv("POSTGRES_USER_FILE", str(tmp_path / "username"))
@@ -68,5 +68,12 @@ def test_sasl_without_credentials_is_a_clear_settings_error(
 ) -> None:
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "jobflow-processor")
-    with pytest.raises(ValidationError, match="needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
+    with pytest.raises(
+        ValidationError, match=r"SASL_SSL needs KAFKA_SASL_PASSWORD \(or KAFKA_SASL"
+    ):
         KafkaSettings()
+
+
+def test_without_sasl_the_sasl_settings_are_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD_FILE", "/nonexistent/password")
+    assert "sasl.password" not in KafkaSettings().client_config()

@@ -18,10 +18,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def _read_secret_file(path: Path) -> str:
-    """A credential from a file; a mounted Secret's value has no trailing newline, a hand-made
-    file often has one."""
+    """A credential from a file; a mounted Secret's value has no line ending, a hand-made file
+    often has one."""
     try:
-        return path.read_text().removesuffix("\n")
+        return path.read_text().rstrip("\r\n")
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
 
@@ -82,14 +82,21 @@ class KafkaSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _credentials_for_sasl(self) -> Self:
+        if not self.security_protocol.startswith("SASL_"):
+            return self
         if self.sasl_password_file is not None:
             self.sasl_password = SecretStr(_read_secret_file(self.sasl_password_file))
-        if self.security_protocol.startswith("SASL_") and not (
-            self.sasl_username and self.sasl_password
-        ):
+        missing = [
+            name
+            for name, value in (
+                ("KAFKA_SASL_USERNAME", self.sasl_username),
+                ("KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)", self.sasl_password),
+            )
+            if not value
+        ]
+        if missing:
             raise ValueError(
-                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs KAFKA_SASL_USERNAME "
-                "and KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)"
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs {' and '.join(missing)}"
             )
         return self
 

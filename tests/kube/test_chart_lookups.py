@@ -1,10 +1,11 @@
-"""The chart's generated credentials, through real `helm install`, `upgrade` and `uninstall`.
+"""What the chart reads from the cluster (`lookup`), through real `helm install`, `upgrade` and
+`uninstall`.
 
 `lookup` only sees a cluster during install and upgrade, never under `helm template`, so these
 run helm against the real kube-apiserver of tests/kube (no kubelet: the objects are stored,
 no pod runs). They check what a user relies on: a password generated on install, kept by every
-upgrade and by an uninstall, a Secret the user made used as it is, and no password anywhere but
-in the Secrets.
+upgrade and by an uninstall, a Secret the user made used as it is, no password anywhere but in
+the Secrets; and the API server allowed by NetworkPolicy at exactly its own endpoints.
 """
 
 from __future__ import annotations
@@ -106,11 +107,58 @@ def test_a_secret_the_user_made_is_used_as_it_is(release: Release) -> None:
     assert volumes["credentials"].secret_name == USERS_OWN
 
 
-def test_no_password_is_stored_outside_the_secrets(release: Release) -> None:
+def test_no_password_is_in_a_config_map_or_the_values(release: Release) -> None:
+    """Helm's own record of the release (a Secret) holds the generated Secrets as rendered:
+    what a chart that generates a password cannot avoid. Nothing else may hold one, plain or
+    base64-encoded."""
     release.install("--set", "informer.backend=postgres")
     passwords = [release.credentials(name)["password"] for name in DATABASE_SECRETS]
-    stored = release.helm("get", "manifest", "jobflow")
+    forms = [*passwords, *(base64.b64encode(p.encode()).decode() for p in passwords)]
     config_maps = release.core.list_namespaced_config_map(release.namespace).items
     values = release.helm("get", "values", "jobflow", "--all", "--output", "json")
-    for text in (stored, json.dumps([c.data for c in config_maps]), values):
-        assert not any(password in text for password in passwords)
+    for text in (json.dumps([c.data for c in config_maps]), values):
+        assert not any(form in text for form in forms)
+    stored = release.helm("get", "manifest", "jobflow")
+    outside_secrets = [d for d in stored.split("\n---") if "\nkind: Secret\n" not in d]
+    assert not any(form in "".join(outside_secrets) for form in forms)
+
+
+@pytest.fixture
+def api_server_endpoints(release: Release) -> Iterator[tuple[set[str], set[int]]]:
+    """The EndpointSlice default/kubernetes as a cluster's API server keeps it (minikube's
+    address and port). The test API server, on loopback, keeps none of its own."""
+    discovery = client.DiscoveryV1Api(release.core.api_client)
+    discovery.create_namespaced_endpoint_slice(
+        "default",
+        {
+            "metadata": {
+                "name": "kubernetes",
+                "labels": {"kubernetes.io/service-name": "kubernetes"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["192.168.49.2"]}],
+            "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}],
+        },
+    )
+    yield {"192.168.49.2/32"}, {8443}
+    discovery.delete_namespaced_endpoint_slice("kubernetes", "default")
+
+
+def test_the_api_server_is_allowed_at_exactly_its_endpoints(
+    release: Release, api_server_endpoints: tuple[set[str], set[int]]
+) -> None:
+    """The other lookup: the operator's and Connect's way to the API server is what the
+    cluster's EndpointSlice default/kubernetes says, not the values' fallback."""
+    release.install()
+    addresses, ports = api_server_endpoints
+    networking = client.NetworkingV1Api(release.core.api_client)
+    operator = networking.read_namespaced_network_policy("jobflow-operator", release.namespace)
+    (rule,) = operator.spec.egress or []
+    assert {peer.ip_block.cidr for peer in rule.to} == addresses
+    assert {port.port for port in rule.ports} == ports
+    connect = networking.read_namespaced_network_policy("jobflow-connect", release.namespace)
+    assert any(
+        {peer.ip_block.cidr for peer in rule.to if peer.ip_block} == addresses
+        and {port.port for port in rule.ports} == ports
+        for rule in connect.spec.egress or []
+    )
