@@ -95,7 +95,7 @@ security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## bad input 
 	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
 		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
 		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/kube/test_chart_lookups.py \
-		tests/kube/test_checkov.py tests/stack/test_kafka_auth.py tests/unit/test_settings.py \
+		tests/kube/test_checkov.py tests/stack/test_kafka_auth.py tests/unit/test_settings.py tests/unit/test_body_guard.py \
 		tests/unit/test_images.py
 
 observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -86,3 +87,47 @@ def test_broker_unreachable_gives_503_within_the_delivery_timeout() -> None:
     # Bounded by the delivery timeout (1.5 s) plus the receiver's slack (1 s): the margin is
     # generous, the point is that it does not hang.
     assert elapsed < 10
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        (b'{"sleep": 5}', {"Content-Type": "text/plain"}, 415, "the body must be JSON"),
+        (b"sleep=5", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "must be JSON"),
+        (b"<job><sleep>5</sleep></job>", {"Content-Type": "application/xml"}, 415, "must be JSON"),
+        (b'{"sleep": 5, "pad": "' + b"x" * 1_000_000 + b'"}', {}, 413, "longer than 4096 bytes"),
+    ],
+    ids=["text", "form", "xml", "a megabyte"],
+)
+async def test_foreign_and_oversized_bodies_are_refused_unread_and_produce_nothing(
+    receiver: httpx.AsyncClient,
+    kafka: KafkaSettings,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    message: str,
+) -> None:
+    before = end_offsets(kafka, kafka.receiver_topic)
+    response = await receiver.post(
+        "/api/v1/create/job", content=body, headers={"Content-Type": "application/json", **headers}
+    )
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+    assert len(response.content) < 200, "the body is not echoed back"
+    assert end_offsets(kafka, kafka.receiver_topic) == before
+
+
+async def test_a_streamed_body_is_cut_off_at_the_limit(
+    receiver: httpx.AsyncClient, kafka: KafkaSettings
+) -> None:
+    async def endless() -> AsyncIterator[bytes]:
+        yield b'{"sleep": 5, "pad": "'
+        for _ in range(1000):
+            yield b"x" * 1024
+
+    before = end_offsets(kafka, kafka.receiver_topic)
+    response = await receiver.post(
+        "/api/v1/create/job", content=endless(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert end_offsets(kafka, kafka.receiver_topic) == before

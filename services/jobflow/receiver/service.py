@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from jobflow.core.body_guard import JsonBodyGuard
 from jobflow.core.kafka import (
     AsyncProducer,
     DeliveryError,
@@ -54,6 +55,11 @@ class ReceiverSettings(ServiceSettings):
     retry_after_s: int = Field(
         default=1, ge=1, description="Retry-After sent with a 503 when the queue is full."
     )
+    max_body_bytes: int = Field(
+        default=4096,
+        ge=64,
+        description="Longest request body accepted; a longer one gets 413 unread.",
+    )
 
     def new_job(self, request: CreateJobRequest | None) -> Job:
         """The job a request asks for, this receiver's defaults filling in what it leaves out."""
@@ -82,6 +88,7 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
         lifespan=lifespan,
         readiness=kafka_readiness(producer, {kafka.receiver_topic}),
     )
+    app.add_middleware(JsonBodyGuard, max_bytes=settings.max_body_bytes)
 
     @app.post(
         "/api/v1/create/job",
@@ -90,6 +97,14 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
             400: {
                 "model": ErrorAnswer,
                 "description": "The body could not be read as JSON text (not UTF-8, say).",
+            },
+            413: {
+                "model": ErrorAnswer,
+                "description": "The body is longer than RECEIVER_MAX_BODY_BYTES; it was not read.",
+            },
+            415: {
+                "model": ErrorAnswer,
+                "description": "There is a body, and its Content-Type is not JSON.",
             },
             503: {
                 "model": ErrorAnswer,
