@@ -134,3 +134,55 @@ async def test_a_queue_full_part_way_still_reads_the_queued_records_reports() ->
     with pytest.raises(ProducerFailedError, match="too large"):
         await runner(cast(Any, producer))._transact([], records)
     assert producer.aborted
+
+
+class OffsetsNeverSent:
+    """A transactional producer that never finishes sending the offsets, as when the stage is
+    stopped in the middle of a transaction."""
+
+    def __init__(self) -> None:
+        self.sending = asyncio.Event()
+        self.aborted = False
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def produce(self, record: OutRecord) -> asyncio.Future[Message]:
+        report: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        report.set_result(cast(Message, None))
+        return report
+
+    async def send_offsets_to_transaction(self, *_: object) -> None:
+        self.sending.set()
+        await asyncio.Event().wait()
+
+    async def abort_transaction(self, timeout_s: float) -> None:
+        await asyncio.sleep(0.05)  # an abort takes a round trip: it must not be cut short
+        self.aborted = True
+
+
+class GroupMetadata:
+    async def group_metadata(self) -> object:
+        return object()
+
+
+async def test_a_transaction_cancelled_part_way_is_aborted_before_the_cancel_goes_on() -> None:
+    # Regression: a cancelled transaction was left open, holding back read_committed readers
+    # of its partitions until the broker's transaction timeout.
+    producer = OffsetsNeverSent()
+    stage = cast(Any, type("S", (), {"name": "processor"})())
+    stage_runner = StageRunner(
+        stage, cast(Any, GroupMetadata()), cast(Any, producer), NOWHERE, 1, 0.1
+    )
+    transaction = asyncio.ensure_future(
+        stage_runner._transact([], [OutRecord("out", key=b"k", value=b"v")])
+    )
+    await producer.sending.wait()
+    transaction.cancel()
+    await asyncio.sleep(0.01)
+    # Cancelled again while it aborts (a shutdown that gives up waiting): the abort still ends.
+    transaction.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await transaction
+    await asyncio.sleep(0.1)
+    assert producer.aborted

@@ -250,7 +250,21 @@ class StageRunner(Generic[In]):
         except (KafkaException, ProducerQueueFullError) as exc:
             await self._abort(exc, acks)
             raise
+        except asyncio.CancelledError:
+            # Stopped in the middle: left open, the transaction would hold back every
+            # read_committed reader of its partitions until the broker times it out. Aborted
+            # now, shielded from the cancellation; best effort, as the stage is going away.
+            await asyncio.shield(self._abort_on_cancel())
+            raise
         TRANSACTIONS.labels(self._stage.name, "committed").inc()
+
+    async def _abort_on_cancel(self) -> None:
+        try:
+            await self._producer.abort_transaction(self._transaction_timeout_s)
+        except (KafkaException, ProducerFailedError) as exc:
+            log.warning("could not abort the cancelled transaction", extra={"error": str(exc)})
+            return
+        TRANSACTIONS.labels(self._stage.name, "aborted").inc()
 
     async def _commit_retrying(self) -> None:
         """commit_transaction, called again while its error is retriable, as documented: a
