@@ -39,6 +39,16 @@ def render(*arguments: str) -> list[dict[str, Any]]:
     return [document for document in yaml.safe_load_all(result.stdout) if document]
 
 
+def platform_objects() -> list[dict[str, Any]]:
+    """Every object of the platform manifests (k8s/*/*.yaml)."""
+    return [
+        document
+        for path in sorted((REPO / "k8s").glob("*/*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+
+
 def kinds(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     """The objects of one kind, by name."""
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}

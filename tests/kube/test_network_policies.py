@@ -22,15 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
-from local.config import REPO
 
 from jobflow.operator.jobs import build_job
 from tests.kube.apiserver import binaries
-from tests.kube.chart import PROFILES, kinds, render
+from tests.kube.chart import PROFILES, kinds, platform_objects, render
 
 NAMESPACE = "jobflow"
-PLATFORM = REPO / "k8s"
 # A flow: (source, destination, the destination's port name).
 Flow = tuple[str, str, str]
 
@@ -120,15 +117,6 @@ INGRESS_CONTROLLER = Endpoint(
 API_CLIENTS = [
     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
 ]
-
-
-def platform_objects() -> list[dict[str, Any]]:
-    return [
-        document
-        for path in sorted(PLATFORM.glob("*/*.yaml"))
-        for document in yaml.safe_load_all(path.read_text())
-        if document
-    ]
 
 
 def container_ports(pod_spec: dict[str, Any]) -> dict[str, tuple[int, str]]:

@@ -23,7 +23,7 @@ from local.config import REPO
 
 from jobflow.operator.jobs import build_job
 from tests.kube.apiserver import ControlPlane, api_client, dry_run_create
-from tests.kube.chart import PROFILES, kinds, render
+from tests.kube.chart import PROFILES, kinds, platform_objects, render
 
 NAMESPACE_MANIFEST = REPO / "k8s" / "namespace.yaml"
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
@@ -55,13 +55,7 @@ def every_pod() -> dict[str, dict[str, Any]]:
         schema = next(iter(kinds(chart, "StreamSchema").values()))
         apply_job = build_job("schema", schema["spec"], "SELECT 1", "0" * 64)
         pods[f"{profile}:apply Job"] = apply_job["spec"]["template"]["spec"]
-    platform = [
-        document
-        for path in sorted((REPO / "k8s").glob("*/*.yaml"))
-        for document in yaml.safe_load_all(path.read_text())
-        if document
-    ]
-    pods |= {f"k8s:{name}": spec for name, spec in pod_specs(platform).items()}
+    pods |= {f"k8s:{name}": spec for name, spec in pod_specs(platform_objects()).items()}
     return pods
 
 

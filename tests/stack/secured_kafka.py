@@ -173,14 +173,15 @@ def _wait_until_up(admin: AdminClient, broker: subprocess.Popen[bytes], log: Pat
             time.sleep(0.5)
 
 
-def _set_up(kafka: SecuredKafka, topics: list[dict[str, Any]], connect: str) -> None:
+def _set_up(
+    kafka: SecuredKafka, topics: list[dict[str, Any]], users: dict[str, Any], connect: str
+) -> None:
     admin = kafka.admin()
     created = admin.create_topics(
         [NewTopic(t["name"], num_partitions=t["partitions"], replication_factor=1) for t in topics]
     )
     for future in created.values():
         future.result(30)
-    users = yaml.safe_load(KAFKA_USERS.read_text())["users"]
     upserts: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(
             user,
@@ -242,7 +243,7 @@ def secured_kafka(lib: Path, folder: Path, topics: list[dict[str, Any]]) -> Iter
     )
     try:
         _wait_until_up(kafka.admin(), broker, log)
-        _set_up(kafka, topics, connect="connect")
+        _set_up(kafka, topics, users, connect="connect")
         yield kafka
     finally:
         broker.terminate()
