@@ -248,7 +248,7 @@ class Kafka(Component):
         )
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = kafka_cluster_id()
         step(self.name, f"formatting storage in {self.data} (cluster {cluster_id})")
         self.data.mkdir(parents=True, exist_ok=True)
         command = self.java(
@@ -598,6 +598,18 @@ def warn_if_changed(component: str, contract: str, statements: list[str], marker
             f"{contract} changed since its tables were created here; they keep the old "
             "definitions until `make clean` (which deletes the local data)",
         )
+
+
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id as Kafka's own Uuid.randomUuid() makes it.
+
+    Its base64url text starts with "-" about once in 64 draws; StorageTool's argument parser
+    then reads the id as an option and fails, so, like Kafka, draw again.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def load_topics() -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ The users and ACLs come from charts/jobflow/files/kafka-users.yaml, as the chart
 
 from __future__ import annotations
 
-import base64
 import secrets
 import subprocess
 import time
@@ -37,6 +36,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 from confluent_kafka.cimpl import NewTopic
+from local.components import kafka_cluster_id
 from local.config import CONTRACTS
 
 from tests.stack.processes import free_port
@@ -223,7 +223,7 @@ def secured_kafka(lib: Path, folder: Path, topics: list[dict[str, Any]]) -> Iter
     ports = {name: free_port() for name in ("admin", "secure", "controller")}
     config = _server_properties(folder, keystore, ports)
     java = ["java", "-Xmx512m", "-Xms512m", "-cp", f"{lib}/*"]
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = kafka_cluster_id()
     storage = ["kafka.tools.StorageTool", "format", "--standalone", "--cluster-id", cluster_id]
     subprocess.run(  # noqa: S603
         [*java, *storage, "--config", str(config)],
