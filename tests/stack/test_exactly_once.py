@@ -1,5 +1,6 @@
 """A stage's outputs and its input offsets are committed in one Kafka transaction: whatever
 happens to a processor, a read_committed reader of its output sees every job exactly once.
+Instances join and leave the group without holding it up.
 
 The processors under test run on topics of their own, so that the stack's data is untouched.
 """
@@ -13,7 +14,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import KafkaException
 
-from jobflow.core.models import Job
+from jobflow.core.models import MAX_SLEEP_MS, Job
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
 from tests.polling import eventually
@@ -121,3 +122,27 @@ def test_instances_joining_and_leaving_mid_load_leave_each_job_done_exactly_once
         # The second left: its partitions went back to the first.
         assert first.process.poll() is None, "the first instance stopped"
         assert_each_job_done_exactly_once(kafka, isolated, ids)
+
+
+def in_flight(processor: ServiceProcess) -> float:
+    return processor.metric('jobflow_records_in_flight{stage="processor"}')
+
+
+@pytest.mark.timeout(300)
+def test_an_instance_full_of_long_jobs_lets_a_new_instance_in_at_once(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    # The first instance fills its in-flight bound with jobs of a minute. A joining instance
+    # starts an eager rebalance, which waits until every member has run its callbacks, inside
+    # a poll: a full instance that stopped polling held the group up until a job ended.
+    env = {**isolated, "PROCESSOR_MAX_IN_FLIGHT": "6"}
+    load(kafka, isolated["KAFKA_RECEIVER_TOPIC"], count=30, sleep_ms=MAX_SLEEP_MS)
+    with service_process("processor", env) as first:
+        eventually(lambda: in_flight(first) == 6, 30, "the first instance did not fill up")
+        with service_process("processor", env) as second:
+            # Well within the minute the first instance's jobs take.
+            eventually(lambda: in_flight(second) > 0, 30, "the second got no partition")
+            # The first dropped what it had in flight and took its new partitions' jobs up:
+            # they are not left paused by the pause that preceded the rebalance.
+            eventually(lambda: in_flight(first) > 0, 30, "the first stays paused")
+            assert transactions(first, "committed") == 0, "a job of a minute ended already"

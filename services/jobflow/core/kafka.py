@@ -320,13 +320,29 @@ class BatchConsumer:
         self._topics = topics
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._revoked = False
+        self._paused = False
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: function(*args, **kwargs))
 
     async def subscribe(self) -> None:
-        await self._call(self._consumer.subscribe, self._topics, on_revoke=self._note_revoked)
+        await self._call(
+            self._consumer.subscribe,
+            self._topics,
+            on_assign=self._on_assign,
+            on_revoke=self._note_revoked,
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Runs inside a consume call, on the consumer's thread. librdkafka keeps a partition
+        # paused across a rebalance, whatever the pause was for: give the new assignment the
+        # state the consumer is in now.
+        consumer.assign(partitions)
+        if self._paused:
+            consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
 
     def _note_revoked(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         # Runs inside a consume call, on the consumer's thread, before that call returns.
@@ -336,6 +352,28 @@ class BatchConsumer:
         """Whether partitions were taken away (a rebalance) since the last call."""
         revoked, self._revoked = self._revoked, False
         return revoked
+
+    async def pause(self) -> None:
+        """Stop fetching records of the assigned partitions (and of any assigned later) until
+        resume. Polls go on serving the group: an eager rebalance waits for every member's
+        callbacks, which run only inside a poll."""
+
+        def pause() -> None:
+            self._paused = True
+            self._consumer.pause(self._consumer.assignment())
+
+        if not self._paused:
+            await self._call(pause)
+
+    async def resume(self) -> None:
+        """Fetch again from where the last records consumed left off."""
+
+        def resume() -> None:
+            self._paused = False
+            self._consumer.resume(self._consumer.assignment())
+
+        if self._paused:
+            await self._call(resume)
 
     async def consume(self, max_records: int, timeout_s: float) -> list[Message]:
         """Up to ``max_records`` records; partition errors are logged and left out."""

@@ -152,17 +152,16 @@ class StageRunner(Generic[In]):
         wait a little for a record or for the oldest batch to be done."""
         room = self._max_in_flight - sum(len(batch.messages) for batch in self._in_flight)
         if room <= 0:
-            await asyncio.wait({self._in_flight[0].handled})
-            return
-        if not self._in_flight:
-            # Idle: block on the first record, then take whatever else is already there.
-            messages = await self._consumer.consume(1, self._poll_timeout_s)
-            if messages and room > 1:
-                messages += await self._consumer.consume(room - 1, 0)
+            # Full: fetch nothing more, but go on polling while the oldest batch is handled.
+            # A rebalance's callbacks run only inside a poll, and an eager rebalance waits
+            # for every member's: not polling would hold the whole group up for as long as
+            # the longest job (a minute).
+            await self._consumer.pause()
+            await asyncio.wait({self._in_flight[0].handled}, timeout=self._poll_timeout_s)
+            messages = await self._consumer.consume(1, 0)
         else:
-            messages = await self._consumer.consume(room, 0)
-            if not messages:
-                await asyncio.wait({self._in_flight[0].handled}, timeout=BUSY_POLL_S)
+            await self._consumer.resume()
+            messages = await self._poll(room)
         if self._consumer.take_revoked():
             # A rebalance ran inside that poll. Batches consumed before it may hold partitions
             # that are now another instance's: committing them would duplicate its work. They
@@ -173,6 +172,19 @@ class StageRunner(Generic[In]):
             return
         if messages:
             self._start(messages)
+
+    async def _poll(self, room: int) -> list[Message]:
+        """Up to ``room`` records. Idle, it blocks on the first one; busy, it takes what is
+        there, and waits a little for the oldest batch when nothing is."""
+        if not self._in_flight:
+            messages = await self._consumer.consume(1, self._poll_timeout_s)
+            if messages and room > 1:
+                messages += await self._consumer.consume(room - 1, 0)
+            return messages
+        messages = await self._consumer.consume(room, 0)
+        if not messages:
+            await asyncio.wait({self._in_flight[0].handled}, timeout=BUSY_POLL_S)
+        return messages
 
     def _start(self, messages: list[Message]) -> None:
         RECORDS_IN_FLIGHT.labels(self._stage.name).inc(len(messages))
