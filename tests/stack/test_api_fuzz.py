@@ -3,7 +3,8 @@ whatever it sends, fitting the schema or not, no answer is a server error, and e
 (status, media type, body) is one the schema documents.
 
 The receiver under test writes to a topic of its own: the jobs schemathesis creates (work
-times up to a minute) never reach the stack's processor. schemathesis's own pytest loader
+times up to a minute) never reach the stack's processor. It runs twice: with its default body
+limit, and with a limit so small that most misfits are refused by length (413). schemathesis's own pytest loader
 does not work with pytest 9 (it sets a node attribute pytest removed), so each operation's
 strategies are driven by hypothesis here.
 """
@@ -19,6 +20,7 @@ import schemathesis
 from confluent_kafka.admin import AdminClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.config import SchemathesisConfig
 from schemathesis.core.result import Ok
 
 from jobflow.core.settings import KafkaSettings
@@ -27,10 +29,23 @@ from tests.stack.topics import create_topics
 
 EXAMPLES_PER_OPERATION_AND_MODE = 150
 INPUTS = ("path_parameters", "query", "headers", "cookies", "body")
+# A body over RECEIVER_MAX_BODY_BYTES is refused with 413 before it is read, as the OpenAPI
+# document says; schemathesis's list of the statuses that reject a misfit leaves 413 out.
+REJECTIONS = SchemathesisConfig().projects.default.checks.negative_data_rejection
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "negative_data_rejection": {"expected-statuses": [*REJECTIONS.expected_statuses, "413"]}
+        }
+    }
+)
+# Bodies that fit the schema are far shorter (two bounded integers, nothing else allowed):
+# with this limit, most bodies that misfit it are answered 413.
+SMALL_BODY_LIMIT = 64
 
 
-@pytest.fixture(scope="module")
-def receiver_url(kafka: KafkaSettings) -> Iterator[str]:
+@pytest.fixture(scope="module", params=[None, SMALL_BODY_LIMIT], ids=["default", "small-limit"])
+def receiver_url(kafka: KafkaSettings, request: pytest.FixtureRequest) -> Iterator[str]:
     topic = f"test-fuzz-{uuid.uuid4().hex[:8]}"
     create_topics(kafka, topic, f"{topic}.dlq")
     environment = {
@@ -38,6 +53,8 @@ def receiver_url(kafka: KafkaSettings) -> Iterator[str]:
         "KAFKA_RECEIVER_TOPIC": topic,
         "RECEIVER_LOG_LEVEL": "WARNING",
     }
+    if request.param is not None:
+        environment["RECEIVER_MAX_BODY_BYTES"] = str(request.param)
     try:
         with service_process("receiver", environment) as receiver:
             yield receiver.url
@@ -50,7 +67,7 @@ def receiver_url(kafka: KafkaSettings) -> Iterator[str]:
 def fuzz(base_url: str) -> list[str]:
     """Every operation of the service's OpenAPI, with cases that fit the schema and cases that
     do not; the operations fuzzed."""
-    api = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    api = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=CONFIG)
     fuzzed = []
     for loaded in api.get_all_operations():
         assert isinstance(loaded, Ok), f"the OpenAPI document does not load: {loaded}"
