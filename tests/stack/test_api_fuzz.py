@@ -4,9 +4,9 @@ whatever it sends, fitting the schema or not, no answer is a server error, and e
 
 The receiver under test writes to a topic of its own: the jobs schemathesis creates (work
 times up to a minute) never reach the stack's processor. It runs twice: with its default body
-limit, and with a limit so small that most misfits are refused by length (413). schemathesis's own pytest loader
-does not work with pytest 9 (it sets a node attribute pytest removed), so each operation's
-strategies are driven by hypothesis here.
+limit, and with a limit so small that most misfits are refused by length (413).
+schemathesis's own pytest loader does not work with pytest 9 (it sets a node attribute pytest
+removed), so each operation's strategies are driven by hypothesis here.
 """
 
 from __future__ import annotations
