@@ -120,8 +120,9 @@ def run(settings: SmokeSettings) -> SmokeResult:
 
 
 def main() -> None:
+    started = time.monotonic()
     try:
         run(SmokeSettings())
     except SmokeFailedError as exc:
-        report("failed", error=str(exc))
+        report("failed", error=str(exc), after_s=round(time.monotonic() - started, 3))
         sys.exit(1)

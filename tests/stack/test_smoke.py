@@ -8,7 +8,6 @@ import socketserver
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.stack.processes import free_port
+from tests.ports import free_port
 
 
 def smoke(**settings: object) -> tuple[int, list[dict[str, Any]]]:
@@ -49,19 +48,19 @@ def test_a_job_goes_through_and_is_reported_finished(ports: dict[str, int]) -> N
 
 
 def test_an_informer_that_never_answers_fails_within_the_timeout(ports: dict[str, int]) -> None:
-    started = time.monotonic()
     code, steps = smoke(
         receiver_url=f"http://127.0.0.1:{ports['receiver']}",
         informer_url=f"http://127.0.0.1:{free_port()}",
         timeout_s=4,
         poll_interval_s=0.5,
     )
-    # One deadline covers creating the job and waiting for it (the interpreter's start aside).
-    assert time.monotonic() - started < 4 + 3
     assert code == 1
     assert steps[0]["step"] == "created"
     assert steps[-1]["step"] == "failed"
     assert "gave up after" in steps[-1]["error"]
+    # By the smoke check's own clock: the interpreter's start, which a busy machine can make
+    # take seconds, is not part of the timeout.
+    assert 4 - 0.5 <= steps[-1]["after_s"] < 4 + 1.5
 
 
 @contextmanager
@@ -108,20 +107,20 @@ def reachable_after(delay_s: float, target_port: int) -> Iterator[int]:
 
 def test_creating_the_job_and_waiting_for_it_share_one_deadline(ports: dict[str, int]) -> None:
     # Regression: each step had a deadline of its own, so a slow creation could double the wait.
-    # The receiver is away for most of the timeout, then the informer never answers.
-    with reachable_after(4.0, ports["receiver"]) as late_receiver:
-        started = time.monotonic()
+    # The receiver is away for most of the timeout, then the informer never answers. Times are
+    # the smoke check's own (see above); its start may eat into the receiver's absence.
+    with reachable_after(8.0, ports["receiver"]) as late_receiver:
         code, steps = smoke(
             receiver_url=f"http://127.0.0.1:{late_receiver}",
             informer_url=f"http://127.0.0.1:{free_port()}",
-            timeout_s=6,
+            timeout_s=10,
             poll_interval_s=0.5,
         )
-        took_s = time.monotonic() - started
     assert code == 1
     assert steps[0]["step"] == "created"
-    assert steps[0]["after_s"] >= 1.5, "creating the job was not slow: the test proves nothing"
-    assert took_s < 6 + 3, f"took {took_s:.1f}s: more than one deadline"
+    assert steps[0]["after_s"] >= 3, "creating the job was not slow: the test proves nothing"
+    took_s = steps[-1]["after_s"]
+    assert took_s < 10 + 1.5, f"took {took_s:.1f}s: more than one deadline"
 
 
 def test_a_receiver_refusing_the_job_fails_at_once(ports: dict[str, int]) -> None:
@@ -132,5 +131,6 @@ def test_a_receiver_refusing_the_job_fails_at_once(ports: dict[str, int]) -> Non
         timeout_s=60,
     )
     assert code == 1
-    assert steps == [{"step": "failed", "error": steps[0]["error"]}]
+    assert steps == [{"step": "failed", "error": steps[0]["error"], "after_s": steps[0]["after_s"]}]
     assert steps[0]["error"].startswith("receiver refused the job: 40")
+    assert steps[0]["after_s"] < 10, "retried a refusal for most of the timeout"
