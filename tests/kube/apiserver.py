@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -42,6 +41,7 @@ import yaml
 from kubernetes import client, config, dynamic
 
 from tests.polling import eventually
+from tests.ports import free_port, free_ports
 
 __all__ = ["eventually"]  # re-exported: the kube tests wait with it
 
@@ -62,8 +62,6 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
-# Ports the local data-plane stack uses; never hand one of them out.
-_RESERVED_PORTS = frozenset({5432, 8001, 8002, 8003, 8004, 8083, 8123, 9000, 9090, 9092, 9093})
 
 
 def local_dir() -> Path:
@@ -323,15 +321,6 @@ def _stop_all() -> None:
         _stop(process, timeout_s=5)
 
 
-def _free_port() -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _RESERVED_PORTS:
-            return port
-
-
 def _request(
     server: str, ca_file: Path | None, token: str | None, method: str, path: str, body: Any = None
 ) -> tuple[int, Any]:
@@ -429,8 +418,9 @@ def control_plane(
 
     try:
         # etcd: one member, all on loopback; no fsync (test data need not survive a crash).
-        client_url = f"http://127.0.0.1:{_free_port()}"
-        peer_url = f"http://127.0.0.1:{_free_port()}"
+        client_port, peer_port = free_ports(2)
+        client_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
         start(
             "etcd",
             [
@@ -461,7 +451,7 @@ def control_plane(
             f"{kcm_token},system:kube-controller-manager,{uuid.uuid4()}\n"
         )
         signing_key, verifying_key = _generate_service_account_keys(workdir)
-        port = _free_port()
+        port = free_port()
         url = f"https://127.0.0.1:{port}"
         cert_dir = workdir / "kube-apiserver-certs"
         ca_file = cert_dir / "apiserver.crt"  # self-signed, written at start-up
@@ -504,7 +494,7 @@ def control_plane(
         _wait_until("kube-apiserver is ready", api_ready, processes)
         timings["kube-apiserver"] = time.monotonic() - started
 
-        kcm_port = _free_port()
+        kcm_port = free_port()
         kcm_kubeconfig = write_kubeconfig(workdir / "kcm.kubeconfig", url, ca_file, kcm_token)
         start(
             "kube-controller-manager",

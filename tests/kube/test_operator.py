@@ -33,7 +33,7 @@ from tests.kube.apiserver import (
     eventually,
     failed_job_status,
 )
-from tests.stack.processes import free_port
+from tests.ports import free_port
 
 STATEMENTS = "CREATE TABLE IF NOT EXISTS t (a String) ENGINE = Memory;"
 RELEASE_LABELS = {

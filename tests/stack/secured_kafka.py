@@ -39,7 +39,7 @@ from confluent_kafka.cimpl import NewTopic
 from local.components import kafka_cluster_id
 from local.config import CONTRACTS
 
-from tests.stack.processes import free_port
+from tests.ports import free_ports
 
 KAFKA_USERS = CONTRACTS / "kafka-users.yaml"
 # The throwaway keystore of a test broker.
@@ -220,7 +220,7 @@ def secured_kafka(lib: Path, folder: Path, topics: list[dict[str, Any]]) -> Iter
     """Start the broker with ``lib``'s jars in ``folder``, with ``topics`` and every user of
     kafka-users.yaml (connect's resources under the name "connect"); stop it afterwards."""
     keystore, pem = _certificate(folder)
-    ports = {name: free_port() for name in ("admin", "secure", "controller")}
+    ports = dict(zip(("admin", "secure", "controller"), free_ports(3), strict=True))
     config = _server_properties(folder, keystore, ports)
     java = ["java", "-Xmx512m", "-Xms512m", "-cp", f"{lib}/*"]
     cluster_id = kafka_cluster_id()

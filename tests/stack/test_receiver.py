@@ -13,7 +13,8 @@ import pytest
 
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
-from tests.stack.processes import free_port, service_process
+from tests.ports import free_port
+from tests.stack.processes import service_process
 from tests.stack.topics import end_offsets, read_until, value_of, with_key
 
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
