@@ -12,7 +12,8 @@ from jobflow.core.settings import KafkaSettings
 
 
 def produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all"})
+    # Idempotent: a retried send must not write a record twice, since tests count records.
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "enable.idempotence": True})
     for key, value in records:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(10) == 0
