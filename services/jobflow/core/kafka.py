@@ -335,13 +335,12 @@ class BatchConsumer:
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Runs inside a consume call, on the consumer's thread. librdkafka keeps a partition
-        # paused across a rebalance, whatever the pause was for: give the new assignment the
-        # state the consumer is in now.
-        consumer.assign(partitions)
-        if self._paused:
-            consumer.pause(partitions)
-        else:
+        # Runs inside a consume call, on the consumer's thread, before the wrapper assigns the
+        # partitions (not assign() here, which a cooperative protocol refuses). librdkafka
+        # keeps a partition paused across a rebalance, whatever the pause was for: one paused
+        # before it was given up would come back paused for good. While the consumer is
+        # paused, the next pause() covers the new partitions.
+        if not self._paused:
             consumer.resume(partitions)
 
     def _note_revoked(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
@@ -354,20 +353,21 @@ class BatchConsumer:
         return revoked
 
     async def pause(self) -> None:
-        """Stop fetching records of the assigned partitions (and of any assigned later) until
-        resume. Polls go on serving the group: an eager rebalance waits for every member's
-        callbacks, which run only inside a poll."""
+        """Stop fetching records of the assigned partitions until resume; called again, it
+        covers partitions assigned since. Polls go on serving the group: an eager rebalance
+        waits for every member's callbacks, which run only inside a poll."""
 
         def pause() -> None:
             self._paused = True
             self._consumer.pause(self._consumer.assignment())
 
-        if not self._paused:
-            await self._call(pause)
+        await self._call(pause)
 
     async def resume(self) -> None:
         """Fetch again from where the last records consumed left off."""
 
+        # librdkafka applies a pause on its own thread, and a resume that comes first is lost;
+        # between the two there is always at least a poll and a transaction.
         def resume() -> None:
             self._paused = False
             self._consumer.resume(self._consumer.assignment())
@@ -405,7 +405,15 @@ class BatchConsumer:
                     # partition from its start: better to stop and be restarted.
                     raise KafkaException(committed.error)
                 offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
-                self._consumer.seek(TopicPartition(committed.topic, committed.partition, offset))
+                try:
+                    self._consumer.seek(
+                        TopicPartition(committed.topic, committed.partition, offset)
+                    )
+                except KafkaException as exc:
+                    # Assigned within the same poll as a revoke, its fetch not started yet:
+                    # it starts from the committed offset anyway.
+                    if kafka_error(exc).code() != KafkaError._STATE:
+                        raise
 
         await self._call(rewind)
 
@@ -413,6 +421,14 @@ class BatchConsumer:
         """Leave the group, after any call still running on the consumer's thread."""
         await self._call(self._consumer.close)
         self._thread.shutdown(wait=False)
+
+
+def kafka_error(exc: KafkaException) -> KafkaError:
+    """The KafkaError a KafkaException carries (a generic one when it carries none)."""
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return error
+    return KafkaError(KafkaError._FAIL, str(exc))
 
 
 @dataclass(frozen=True)
@@ -452,6 +468,7 @@ __all__ = [
     "Position",
     "ProducerFailedError",
     "ProducerQueueFullError",
+    "kafka_error",
     "next_offsets",
     "position",
 ]

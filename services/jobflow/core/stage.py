@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaException, Message
 from fastapi import FastAPI
 from pydantic import Field, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -37,6 +37,7 @@ from jobflow.core.kafka import (
     Position,
     ProducerFailedError,
     ProducerQueueFullError,
+    kafka_error,
     next_offsets,
     position,
 )
@@ -152,12 +153,16 @@ class StageRunner(Generic[In]):
         wait a little for a record or for the oldest batch to be done."""
         room = self._max_in_flight - sum(len(batch.messages) for batch in self._in_flight)
         if room <= 0:
-            # Full: fetch nothing more, but go on polling while the oldest batch is handled.
-            # A rebalance's callbacks run only inside a poll, and an eager rebalance waits
-            # for every member's: not polling would hold the whole group up for as long as
-            # the longest job (a minute).
+            oldest = self._in_flight[0].handled
+            await asyncio.wait({oldest}, timeout=self._poll_timeout_s)
+            if oldest.done():
+                return
+            # Still full: fetch nothing more, but go on polling while the oldest batch is
+            # handled. A rebalance's callbacks run only inside a poll, and an eager rebalance
+            # waits for every member's: not polling would hold the whole group up for as long
+            # as the longest job (a minute). Not paused at once: a pause throws away what was
+            # fetched ahead, which short jobs, freeing room within a poll timeout, need.
             await self._consumer.pause()
-            await asyncio.wait({self._in_flight[0].handled}, timeout=self._poll_timeout_s)
             messages = await self._consumer.consume(1, 0)
         else:
             await self._consumer.resume()
@@ -314,7 +319,7 @@ class StageRunner(Generic[In]):
         permanent = next(
             (e for e in delivered if isinstance(e, DeliveryError) and e.permanent), None
         )
-        if isinstance(cause, KafkaException) and _kafka_error(cause).fatal():
+        if isinstance(cause, KafkaException) and kafka_error(cause).fatal():
             TRANSACTIONS.labels(self._stage.name, "failed").inc()
             raise ProducerFailedError(f"transactional producer failed: {cause}") from cause
         try:
@@ -363,22 +368,15 @@ class StageRunner(Generic[In]):
         )
 
 
-def _kafka_error(exc: KafkaException) -> KafkaError:
-    error = exc.args[0] if exc.args else None
-    if isinstance(error, KafkaError):
-        return error
-    return KafkaError(KafkaError._FAIL, str(exc))
-
-
 def _retriable(error: BaseException) -> bool:
-    return isinstance(error, KafkaException) and _kafka_error(error).retriable()
+    return isinstance(error, KafkaException) and kafka_error(error).retriable()
 
 
 def _worth_retrying(error: BaseException) -> bool:
     """Whether the batch's transaction failed in a way a fresh try may overcome."""
     if isinstance(error, KafkaException):
-        kafka_error = _kafka_error(error)
-        return kafka_error.txn_requires_abort() or kafka_error.retriable()
+        cause = kafka_error(error)
+        return cause.txn_requires_abort() or cause.retriable()
     return isinstance(error, ProducerQueueFullError)
 
 
@@ -403,7 +401,12 @@ class StageSettings(ServiceSettings):
         ),
     )
     poll_timeout_s: float = Field(
-        default=0.2, gt=0, description="How long an idle poll waits for a record."
+        default=0.2,
+        gt=0,
+        description=(
+            "How long an idle poll waits for a record, and a full stage for its oldest batch "
+            "before it pauses its partitions (it goes on polling, for the group's sake)."
+        ),
     )
     session_timeout_ms: int = Field(
         default=10_000,
