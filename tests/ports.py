@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import socket
 from contextlib import ExitStack
+from functools import cache
 
-# Ports the local data-plane stack uses; never hand one of them out.
-STACK_PORTS = frozenset({5432, 8001, 8002, 8003, 8004, 8083, 8123, 9000, 9090, 9092, 9093})
+from local.config import StackSettings
+from local.stack import service_ports
+
+from jobflow.core.settings import PostgresSettings
+
+
+@cache
+def stack_ports() -> frozenset[int]:
+    """The ports the local stack listens on, from the settings it starts with: never handed
+    out, even while the stack is down."""
+    stack = StackSettings().model_dump()
+    own = {value for name, value in stack.items() if name.endswith("_port")}
+    return frozenset({*own, *service_ports().values(), PostgresSettings().port})
 
 
 def free_ports(count: int) -> list[int]:
@@ -18,7 +30,7 @@ def free_ports(count: int) -> list[int]:
             probe = held.enter_context(socket.socket())
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-            if port not in STACK_PORTS:
+            if port not in stack_ports():
                 ports.append(port)
         return ports
 
