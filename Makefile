@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools lint format typecheck docs \
+.PHONY: help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -64,7 +64,7 @@ logs: $(VENV)/.synced ## last lines of every log (make logs NAME=receiver FOLLOW
 clean: $(VENV)/.synced ## stop everything and delete its data and logs
 	@$(PYTHON) -m local clean
 
-SHELL_SCRIPTS := .ci/run tools/kube/build.sh k8s/ensure-secrets.sh k8s/port-forward.sh loadtest/run-in-cluster.sh
+SHELL_SCRIPTS := .ci/run tools/kube/build.sh tools/strimzi/crds.sh k8s/ensure-secrets.sh k8s/port-forward.sh loadtest/run-in-cluster.sh
 
 lint: $(VENV)/.synced ## ruff (lint and format check), shellcheck
 	@$(RUN) ruff check .
@@ -90,7 +90,7 @@ test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of
 chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
 	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
 
-security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, Kafka ACLs, ruff's security rules, hadolint
+security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools strimzi-crds ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, Kafka ACLs, ruff's security rules, hadolint
 	@$(RUN) ruff check --select S .
 	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
 		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
@@ -110,16 +110,19 @@ bench: $(VENV)/.synced ## benchmarks on the local stack; figures to bench/result
 kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the operator tests (cached)
 	@tools/kube/build.sh
 
-test-operator: $(VENV)/.synced kube-tools ## the operator, the apply command, the control-plane harness
+strimzi-crds: ## generate Strimzi 1.2.0's CRDs from its jars on Maven Central into .local/kube/crds/strimzi (cached)
+	@tools/strimzi/crds.sh
+
+test-operator: $(VENV)/.synced kube-tools strimzi-crds ## the operator, the apply command, the control-plane harness
 	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
 
-chart-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
+chart-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools strimzi-crds ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
 	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py tests/kube/test_chart_lookups.py \
 		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
 		tests/kube/test_deploy_scripts.py tests/kube/test_network_policies.py \
 		tests/kube/test_pod_security.py tests/kube/test_checkov.py tests/unit/test_images.py
 
-test: lint typecheck $(VENV)/.synced $(LOADTEST_VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools ## everything: lint, types, unit, integration, end to end, operator
+test: lint typecheck $(VENV)/.synced $(LOADTEST_VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools strimzi-crds ## everything: lint, types, unit, integration, end to end, operator
 	@$(RUN) pytest
 
 docs: $(VENV)/.synced ## regenerate the README's configuration table from the settings classes

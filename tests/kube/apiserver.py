@@ -90,18 +90,24 @@ def build_needed() -> bool:
     return check.returncode != 0
 
 
-@cache
-def binaries() -> KubeBinaries:
-    """The control plane's binaries, built by ``tools/kube/build.sh`` when missing or stale."""
-    built = subprocess.run(  # noqa: S603
-        ["/usr/bin/env", "bash", str(BUILD_SCRIPT)],
+def run_build_script(script: Path) -> None:
+    """Run one of the repository's build scripts (``tools/*/``: each does nothing when what it
+    makes is up to date); raise with its output when it fails."""
+    run = subprocess.run(  # noqa: S603
+        ["/usr/bin/env", "bash", str(script)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         check=False,
     )
-    if built.returncode != 0:
-        raise RuntimeError(f"tools/kube/build.sh failed ({built.returncode}):\n{built.stdout}")
+    if run.returncode != 0:
+        raise RuntimeError(f"{script.relative_to(REPO)} failed ({run.returncode}):\n{run.stdout}")
+
+
+@cache
+def binaries() -> KubeBinaries:
+    """The control plane's binaries, built by ``tools/kube/build.sh`` when missing or stale."""
+    run_build_script(BUILD_SCRIPT)
     bin_dir = local_dir() / "kube" / "bin"
     return KubeBinaries(
         etcd=bin_dir / "etcd",

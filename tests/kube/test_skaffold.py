@@ -17,10 +17,15 @@ from jsonschema import Draft7Validator
 from local.config import REPO
 
 from tests.kube.chart import CHART, PROFILES
-from tests.kube.conftest import SHARED, STRIMZI_CRDS
+from tests.kube.conftest import SHARED, require_shared_file, strimzi_version
 
 SKAFFOLD = REPO / "skaffold.yaml"
+# No package registry serves skaffold's schema (nor skaffold), so it comes from ../shared.
 SCHEMA = SHARED / "skaffold-schema" / "v4beta14.json"
+SCHEMA_ORIGIN = (
+    "the JSON Schema skaffold publishes for skaffold/v4beta14, in skaffold's repository at "
+    "docs-v2/content/en/schemas/v4beta14.json (release v2.24)"
+)
 
 
 def configs() -> dict[str, dict[str, Any]]:
@@ -54,9 +59,22 @@ PROFILE_SETS = [
 
 @pytest.fixture(scope="module")
 def validator() -> Draft7Validator:
-    if not SCHEMA.is_file():
-        pytest.skip(f"skaffold's schema not found at {SCHEMA}")
+    require_shared_file(SCHEMA, SCHEMA_ORIGIN)
     return Draft7Validator(json.loads(SCHEMA.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_a_missing_schema_fails_in_ci_and_is_skipped_elsewhere_naming_the_file_and_its_origin(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    missing = SCHEMA.with_name("missing.json")
+    with pytest.raises(outcome) as raised:
+        require_shared_file(missing, SCHEMA_ORIGIN)
+    assert str(missing) in str(raised.value)
+    assert "docs-v2/content/en/schemas/v4beta14.json" in str(raised.value)
 
 
 def test_the_profiles_are_lite_loadtest_and_kafka_auth() -> None:
@@ -173,9 +191,7 @@ def test_the_namespace_is_made_by_a_hook_before_strimzi_and_never_deleted() -> N
 
 def test_strimzi_is_the_release_whose_crds_the_chart_is_checked_against() -> None:
     (release,) = configs()["strimzi"]["deploy"]["helm"]["releases"]
-    assert release["version"] == "1.2.0"
-    readme = (STRIMZI_CRDS / "README.md").read_text() if STRIMZI_CRDS.is_dir() else "1.2.0"
-    assert "1.2.0" in readme
+    assert release["version"] == strimzi_version() == "1.2.0"
     namespace = yaml.safe_load((REPO / "k8s" / "namespace.yaml").read_text())["metadata"]["name"]
     assert release["setValues"] == {
         "watchNamespaces[0]": namespace,
