@@ -16,25 +16,24 @@ import shutil
 import subprocess
 import uuid
 from abc import ABC, abstractmethod
+from functools import partial
 from pathlib import Path
 from string import Template
-from typing import Any
 
 import httpx
-import orjson
 import psycopg
 import yaml
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
+from jobflow.connector import load_connector, register_and_wait
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.schema.apply import apply
 from jobflow.schema.clickhouse import ClickHouseHttp
 from jobflow.schema.statements import created_name, digest, render, split_statements
 from jobflow.schema.targets import ClickHouseTarget
+from jobflow.topics import ensure_topics, load_topics
 from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
-from local.connect_watchdog import restart_failed
 from local.output import step, warn
 from local.supervisor import Program
 
@@ -276,31 +275,16 @@ class Kafka(Component):
         return None
 
     async def setup(self) -> None:
-        topics = load_topics()
-        admin = self.admin()
-        existing = (await asyncio.to_thread(admin.list_topics, timeout=10)).topics
-        wanted = [
-            NewTopic(
-                topic["name"],
-                num_partitions=topic["partitions"],
-                replication_factor=topic["replicas"],
-                config={key: str(value) for key, value in topic.get("config", {}).items()},
-            )
-            for topic in topics
-            if topic["name"] not in existing
-        ]
-        if wanted:
-            for name, created in admin.create_topics(wanted).items():
-                await asyncio.wrap_future(created)
-                step(self.name, f"created topic {name}")
-        for topic in topics:
-            if topic["name"] in existing:
-                partitions = len(existing[topic["name"]].partitions)
-                if partitions != topic["partitions"]:
-                    raise RuntimeError(
-                        f"topic {topic['name']} has {partitions} partitions, "
-                        f"charts/jobflow/files/topics.yaml says {topic['partitions']}"
-                    )
+        topics = load_topics(CONTRACTS / "topics.yaml")
+        outcome = await asyncio.to_thread(
+            ensure_topics,
+            self.admin(),
+            topics,
+            partial(step, self.name),
+            self.stack.ready_timeout_s,
+        )
+        if outcome.problems:
+            raise RuntimeError("; ".join(outcome.problems))
         step(self.name, f"{len(topics)} topics in place (charts/jobflow/files/topics.yaml)")
 
 
@@ -331,9 +315,7 @@ class Connect(Component):
             # The connector reads these through Connect's env config provider, so the password
             # is never stored in Kafka Connect's config topic.
             environment={
-                "JOBFLOW_POSTGRES_URL": (
-                    f"jdbc:postgresql://127.0.0.1:{self.postgres.port}/{self.postgres.database}"
-                ),
+                "JOBFLOW_POSTGRES_URL": self.postgres.jdbc_url(),
                 "JOBFLOW_POSTGRES_USER": self.postgres.user,
                 "JOBFLOW_POSTGRES_PASSWORD": self.postgres.password.get_secret_value(),
             },
@@ -354,60 +336,26 @@ class Connect(Component):
     async def unready_reason(self) -> str | None:
         return await http_unready_reason(f"{self.endpoint}/connectors")
 
-    def connector_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = orjson.loads(
-            (CONTRACTS / "connect" / "postgres-connector.json").read_bytes()
-        )
+    def connector_config(self) -> dict[str, str]:
         return {
-            **config,
+            **load_connector(CONTRACTS / "connect" / "postgres-connector.json"),
             "connection.url": "${env:JOBFLOW_POSTGRES_URL}",
             "connection.username": "${env:JOBFLOW_POSTGRES_USER}",
             "connection.password": "${env:JOBFLOW_POSTGRES_PASSWORD}",
         }
 
     async def setup(self) -> None:
-        wanted = self.connector_config()
-        # A task that failed while the stack was down (PostgreSQL stopped first) gets its
-        # restart now; after that the watchdog restarts failed tasks.
-        await asyncio.to_thread(self._restart_failed)
-        async with httpx.AsyncClient(base_url=self.endpoint, timeout=30) as client:
-            current = await client.get(f"/connectors/{self.connector}/config")
-            # Connect echoes the connector's name back into its config.
-            if current.status_code != httpx.codes.OK or current.json() != {
-                **wanted,
-                "name": self.connector,
-            }:
-                response = await client.put(f"/connectors/{self.connector}/config", json=wanted)
-                response.raise_for_status()
-            await self._wait_running(client)
+        # A task that failed while the stack was down (PostgreSQL stopped first) is restarted
+        # while this waits for the connector to run; after that the watchdog restarts them.
+        await asyncio.to_thread(
+            register_and_wait,
+            self.endpoint,
+            self.connector,
+            self.connector_config(),
+            self.stack.ready_timeout_s,
+            partial(step, self.name),
+        )
         step(self.name, f"connector {self.connector} running (charts/jobflow/files/connect/)")
-
-    def _restart_failed(self) -> None:
-        with httpx.Client(base_url=self.endpoint, timeout=30) as client:
-            restarted = restart_failed(client, self.connector)
-        if restarted:
-            step(self.name, f"restarted failed {', '.join(restarted)} of {self.connector}")
-
-    async def _wait_running(self, client: httpx.AsyncClient) -> None:
-        deadline = asyncio.get_running_loop().time() + self.stack.ready_timeout_s
-        while True:
-            response = await client.get(f"/connectors/{self.connector}/status")
-            if response.status_code == httpx.codes.OK:
-                status = response.json()
-                states = [
-                    status["connector"]["state"],
-                    *(task["state"] for task in status["tasks"]),
-                ]
-                if status["tasks"] and all(state == "RUNNING" for state in states):
-                    return
-                failed = [task for task in status["tasks"] if task["state"] == "FAILED"]
-                if failed:
-                    raise RuntimeError(
-                        f"connector task failed: {failed[0].get('trace', '')[:2000]}"
-                    )
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"connector not running: {response.text[:500]}")
-            await asyncio.sleep(0.5)
 
 
 class ConnectWatchdog(Component):
@@ -610,11 +558,6 @@ def kafka_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-def load_topics() -> list[dict[str, Any]]:
-    topics: list[dict[str, Any]] = yaml.safe_load((CONTRACTS / "topics.yaml").read_text())["topics"]
-    return topics
 
 
 def service_environment(stack: StackSettings, postgres: PostgresSettings) -> dict[str, str]:

@@ -15,35 +15,12 @@ import time
 
 import httpx
 
+from jobflow.connector import restart_failed
+
 log = logging.getLogger("connect-watchdog")
 
 CHECK_EVERY_S = 5.0
 MAX_PAUSE_S = 60.0
-
-
-def failed_parts(status: dict[str, object]) -> list[str]:
-    """The connector and task ids in state FAILED, from Connect's /status answer."""
-    connector = status.get("connector")
-    tasks = status.get("tasks")
-    failed = []
-    if isinstance(connector, dict) and connector.get("state") == "FAILED":
-        failed.append("connector")
-    if isinstance(tasks, list):
-        failed += [f"task {t.get('id')}" for t in tasks if t.get("state") == "FAILED"]
-    return failed
-
-
-def restart_failed(client: httpx.Client, connector: str) -> list[str]:
-    """Restart what failed (nothing else); what was restarted."""
-    status = client.get(f"/connectors/{connector}/status")
-    if status.status_code != httpx.codes.OK:
-        return []
-    failed = failed_parts(status.json())
-    if failed:
-        client.post(
-            f"/connectors/{connector}/restart", params={"includeTasks": True, "onlyFailed": True}
-        ).raise_for_status()
-    return failed
 
 
 def watch(url: str, connector: str) -> None:

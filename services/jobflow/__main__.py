@@ -1,9 +1,11 @@
 """``python -m jobflow SERVICE``: run one service (receiver, processor, converter, informer,
-or the operator), or ``smoke``: check a running pipeline end to end with one job."""
+or the operator); ``smoke``: check a running pipeline end to end with one job; ``topics`` and
+``connector``: set up a Kafka and a Kafka Connect that jobflow does not manage."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fastapi import FastAPI
 
@@ -11,10 +13,11 @@ from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
 
 # Each service is an image (services/Dockerfile); smoke is a check run from any of them. The
-# pipeline's services carry the jobs; the operator sets up their schemas.
+# pipeline's services carry the jobs; the operator sets up their schemas. topics and connector
+# are the chart's hook Jobs without Strimzi, run from the operator's image.
 PIPELINE_SERVICES = ("receiver", "processor", "converter", "informer")
 SERVICES = (*PIPELINE_SERVICES, "operator")
-COMMANDS = (*SERVICES, "smoke")
+COMMANDS = (*SERVICES, "smoke", "topics", "connector")
 
 
 def build(service: str) -> tuple[FastAPI, ServiceSettings]:
@@ -58,6 +61,14 @@ def main(argv: list[str] | None = None) -> None:
 
         run_smoke()
         return
+    if service == "topics":
+        from jobflow.topics import main as run_topics
+
+        sys.exit(run_topics())
+    if service == "connector":
+        from jobflow.connector import main as run_connector
+
+        sys.exit(run_connector())
     app, settings = build(service)
     serve(app, settings, service)
 

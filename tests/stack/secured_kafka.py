@@ -39,6 +39,7 @@ from confluent_kafka.cimpl import NewTopic
 from local.components import kafka_cluster_id
 from local.config import CONTRACTS
 
+from jobflow.topics import TopicSpec
 from tests.ports import free_ports
 
 KAFKA_USERS = CONTRACTS / "kafka-users.yaml"
@@ -174,11 +175,11 @@ def _wait_until_up(admin: AdminClient, broker: subprocess.Popen[bytes], log: Pat
 
 
 def _set_up(
-    kafka: SecuredKafka, topics: list[dict[str, Any]], users: dict[str, Any], connect: str
+    kafka: SecuredKafka, topics: list[TopicSpec], users: dict[str, Any], connect: str
 ) -> None:
     admin = kafka.admin()
     created = admin.create_topics(
-        [NewTopic(t["name"], num_partitions=t["partitions"], replication_factor=1) for t in topics]
+        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1) for t in topics]
     )
     for future in created.values():
         future.result(30)
@@ -216,7 +217,7 @@ def _set_up(
 
 
 @contextmanager
-def secured_kafka(lib: Path, folder: Path, topics: list[dict[str, Any]]) -> Iterator[SecuredKafka]:
+def secured_kafka(lib: Path, folder: Path, topics: list[TopicSpec]) -> Iterator[SecuredKafka]:
     """Start the broker with ``lib``'s jars in ``folder``, with ``topics`` and every user of
     kafka-users.yaml (connect's resources under the name "connect"); stop it afterwards."""
     keystore, pem = _certificate(folder)

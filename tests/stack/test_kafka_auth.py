@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from local.components import load_topics
-from local.config import StackSettings
+from local.config import CONTRACTS, StackSettings
 
 from jobflow.core.settings import KafkaSettings
+from jobflow.topics import load_topics
 from tests.stack.processes import service_process
 from tests.stack.secured_kafka import SecuredKafka, secured_kafka
 from tests.stack.topics import read_until
@@ -33,7 +33,9 @@ def kafka(
     local_stack: StackSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SecuredKafka]:
     with secured_kafka(
-        local_stack.path("java", "lib"), tmp_path_factory.mktemp("secured-kafka"), load_topics()
+        local_stack.path("java", "lib"),
+        tmp_path_factory.mktemp("secured-kafka"),
+        load_topics(CONTRACTS / "topics.yaml"),
     ) as running:
         yield running
 

@@ -134,6 +134,18 @@ def create_topics(
         future.result(timeout=30)
 
 
+def delete_topics(kafka: KafkaSettings, *names: str) -> None:
+    """Delete those of ``names`` that exist."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    existing = admin.list_topics(timeout=10).topics
+    gone = [name for name in names if name in existing]
+    if gone:
+        for future in admin.delete_topics(gone).values():
+            future.result(30)
+
+
 def committed_offsets(kafka: KafkaSettings, group: str, topic: str) -> int:
     """The sum of ``group``'s committed offsets on ``topic`` (0 for a partition never committed)."""
     consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group})

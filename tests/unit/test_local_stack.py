@@ -13,9 +13,9 @@ import yaml
 from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.components import Postgres, kafka_cluster_id
 from local.config import CONTRACTS, StackSettings
-from local.connect_watchdog import failed_parts
 from local.supervisor import Program, render_config
 
+from jobflow.connector import failed_parts
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.schema.statements import render, split_statements
 
@@ -57,7 +57,7 @@ def test_postgres_is_stopped_with_its_fast_shutdown_signal(tmp_path: Path) -> No
 def test_the_watchdog_restarts_what_failed_and_nothing_else(
     status: dict[str, object], failed: list[str]
 ) -> None:
-    assert failed_parts(status) == failed
+    assert list(failed_parts(status)) == failed
 
 
 def canonical_clickhouse() -> list[str]:

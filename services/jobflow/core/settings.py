@@ -176,3 +176,7 @@ class PostgresSettings(BaseSettings):
             password=self.password.get_secret_value(),
             dbname=self.database,
         )
+
+    def jdbc_url(self) -> str:
+        """The database as Kafka Connect's JDBC sink is told it."""
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
