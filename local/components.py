@@ -86,7 +86,7 @@ class Postgres(Component):
         super().__init__(stack)
         self.settings = postgres
         self.endpoint = (
-            f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/{postgres.database}"
+            f"postgresql://{postgres.user}@{stack.host}:{postgres.port}/{postgres.database}"
         )
         self.ports = {postgres.port: "POSTGRES_PORT"}
         self.data = stack.path("postgres", "data")
@@ -119,7 +119,7 @@ class Postgres(Component):
                 "-p",
                 str(self.settings.port),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={self.stack.host}",
                 "-c",
                 f"unix_socket_directories={self.sockets}",
                 # Each row's commit time (pg_xact_commit_timestamp): `make bench` reads when a
@@ -145,8 +145,19 @@ class Postgres(Component):
                 "is private to root?): move the checkout, or set LOCAL_DIR to a folder that "
                 "user can reach"
             )
-        if (self.data / "PG_VERSION").exists():
-            return
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb(user)
+        self._allow_clients()
+
+    def _allow_clients(self) -> None:
+        """Let the stack's client network in (initdb's pg_hba.conf lets loopback in only)."""
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all all {self.stack.client_network} scram-sha-256"
+        if rule not in hba.read_text().splitlines():
+            with hba.open("a") as rules:
+                rules.write(f"{rule}\n")
+
+    def _initdb(self, user: str | None) -> None:
         step(self.name, f"initialising a cluster in {self.data}")
         password_file = self.data.parent / "initdb.pw"
         password_file.touch(mode=0o600)
@@ -241,6 +252,7 @@ class Kafka(Component):
             self.config,
             {
                 "KAFKA_DATA_DIR": str(self.data),
+                "HOST": self.stack.host,
                 "KAFKA_PORT": str(self.stack.kafka_port),
                 "KAFKA_CONTROLLER_PORT": str(self.stack.kafka_controller_port),
             },
@@ -327,6 +339,7 @@ class Connect(Component):
             TEMPLATES / "connect" / "connect-distributed.properties",
             self.config,
             {
+                "HOST": self.stack.host,
                 "KAFKA_PORT": str(self.stack.kafka_port),
                 "CONNECT_PORT": str(self.stack.connect_port),
                 "CONNECT_PLUGIN_DIR": str(self.plugins),
@@ -409,6 +422,8 @@ class ClickHouse(Component):
 
     def prepare(self) -> None:
         values = {
+            "HOST": self.stack.host,
+            "CLIENT_NETWORK": str(self.stack.client_network),
             "CLICKHOUSE_DATA_DIR": str(self.data),
             "CLICKHOUSE_LOG_DIR": str(self.stack.path("logs")),
             "CLICKHOUSE_HTTP_PORT": str(self.stack.clickhouse_http_port),

@@ -6,6 +6,7 @@ and passed on unchanged; this class adds what only the local stack needs.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -23,6 +24,14 @@ class StackSettings(BaseSettings):
 
     dir: Path = Field(
         default=REPO / ".local", description="Where the local stack keeps binaries, data and logs."
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address every server of the stack listens on and advertises.",
+    )
+    client_network: IPv4Network = Field(
+        default=IPv4Network("127.0.0.1/32"),
+        description="Clients PostgreSQL and ClickHouse accept besides loopback.",
     )
     kafka_port: int = Field(default=9092, description="Kafka broker port.")
     kafka_controller_port: int = Field(default=9093, description="KRaft controller port.")
@@ -42,19 +51,19 @@ class StackSettings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return f"{self.host}:{self.kafka_port}"
 
     @property
     def connect_url(self) -> str:
-        return f"http://127.0.0.1:{self.connect_port}"
+        return f"http://{self.host}:{self.connect_port}"
 
     @property
     def clickhouse_url(self) -> str:
-        return f"http://127.0.0.1:{self.clickhouse_http_port}"
+        return f"http://{self.host}:{self.clickhouse_http_port}"
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://127.0.0.1:{self.prometheus_port}"
+        return f"http://{self.host}:{self.prometheus_port}"
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)

@@ -39,7 +39,7 @@ def _installed(package: str) -> bool:
 
 
 def _needed_packages() -> list[str]:
-    needed = [name for name in DEBIAN_PACKAGES if not _installed(name)]
+    needed = missing_debian_packages(DEBIAN_PACKAGES)
     # Java and Maven may come from elsewhere than apt; any on the PATH will do.
     if shutil.which("java") is None:
         needed.append("openjdk-17-jre-headless")
@@ -62,9 +62,13 @@ def debian_packages(settings: StackSettings) -> None:
     if not needed:
         step("debian packages", f"present: {', '.join(DEBIAN_PACKAGES)}, java, maven")
         return
+    install_debian_packages(needed, settings.path("logs", "apt.log"))
+
+
+def install_debian_packages(needed: list[str], log: Path) -> None:
+    """apt-get install ``needed``, without starting the services the packages bring."""
     step("debian packages", f"installing {', '.join(needed)} (apt-get)")
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    log = settings.path("logs", "apt.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     # The packages' own services must not start: the stack runs private instances on the same
     # ports. policy-rc.d is Debian's documented switch for that, removed right after.
@@ -86,6 +90,10 @@ def debian_packages(settings: StackSettings) -> None:
     finally:
         if created_policy:
             _run_as_root_logged(["rm", "-f", policy], log, environment)
+
+
+def missing_debian_packages(packages: tuple[str, ...]) -> list[str]:
+    return [name for name in packages if not _installed(name)]
 
 
 def _maven(*arguments: str) -> None:

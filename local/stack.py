@@ -70,11 +70,11 @@ async def wait_ready(component: Component, timeout_s: float, supervisor: Supervi
         await asyncio.sleep(0.5)
 
 
-def port_taken(port: int) -> bool:
+def port_taken(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return True
     return False
@@ -85,7 +85,7 @@ def start(component: Component, supervisor: Supervisor) -> None:
     if supervisor.state(component.name)[0] == "RUNNING":
         return
     for port, variable in component.ports.items():
-        if port_taken(port):
+        if port_taken(component.stack.host, port):
             raise RuntimeError(
                 f"{component.name}: port {port} is taken by a process this stack did not start; "
                 f"stop it, or choose another port with {variable}=..."
@@ -96,6 +96,13 @@ def start(component: Component, supervisor: Supervisor) -> None:
 async def up(stack: StackSettings) -> None:
     install.everything(stack)
     parts = components(stack)
+    await start_all(stack, parts, parts)
+    print_endpoints(parts)
+
+
+async def start_all(stack: StackSettings, parts: list[Component], set_up: list[Component]) -> None:
+    """Start ``parts`` in order under the stack's supervisord, each once the one before is
+    ready; set up those of ``set_up`` (topics, tables, the connector) once they are."""
     supervisor = Supervisor(stack)
     for component in parts:
         component.prepare()
@@ -105,8 +112,8 @@ async def up(stack: StackSettings) -> None:
         start(component, supervisor)
         await wait_ready(component, stack.ready_timeout_s, supervisor)
         step(component.name, f"ready at {component.endpoint} ({time.monotonic() - started:.1f}s)")
-        await component.setup()
-    print_endpoints(parts)
+        if component in set_up:
+            await component.setup()
 
 
 def print_endpoints(parts: list[Component]) -> None:

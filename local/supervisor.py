@@ -14,11 +14,16 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from local.config import StackSettings
+
+class Home(Protocol):
+    """Where a supervisord keeps its socket, pid file, config and logs: the local stack's
+    settings, or the cluster's."""
+
+    def path(self, *parts: str) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ def _environment(values: dict[str, str]) -> str:
     return ",".join(f"{key}={_quoted(value)}" for key, value in values.items())
 
 
-def render_config(settings: StackSettings, programs: list[Program]) -> str:
+def render_config(settings: Home, programs: list[Program]) -> str:
     run = settings.path("run")
     logs = settings.path("logs")
     lines = [
@@ -95,7 +100,7 @@ def render_config(settings: StackSettings, programs: list[Program]) -> str:
 
 
 class Supervisor:
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: Home) -> None:
         self._settings = settings
         self._socket = settings.path("run", "supervisor.sock")
         self._config = settings.path("supervisord.conf")

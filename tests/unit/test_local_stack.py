@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import shlex
 import uuid
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import orjson
 import pytest
 import yaml
 from local.clickhouse_compat import adapt_for_clickhouse_18
-from local.components import Postgres, kafka_cluster_id
+from local.components import ClickHouse, Postgres, kafka_cluster_id
 from local.config import CONTRACTS, StackSettings
 from local.supervisor import Program, render_config
 
@@ -147,3 +148,32 @@ def test_kafka_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPat
     cluster_id = kafka_cluster_id()
     assert cluster_id == base64.urlsafe_b64encode(bytes(range(1, 17))).rstrip(b"=").decode()
     assert len(cluster_id) == 22
+
+
+def test_a_stack_on_another_address_listens_and_lets_in_clients_there_only(
+    tmp_path: Path,
+) -> None:
+    """The cluster's data plane is a second stack bound to the node link's host address; its
+    servers must neither listen on loopback nor refuse the pods' (masqueraded) address."""
+    settings = StackSettings(
+        dir=tmp_path, host="10.87.0.1", client_network=IPv4Network("10.87.0.0/30")
+    )
+    clickhouse = ClickHouse(settings)
+    clickhouse.prepare()
+    config = (clickhouse.config.parent / "config.xml").read_text()
+    users = (clickhouse.config.parent / "users.xml").read_text()
+    assert "<listen_host>10.87.0.1</listen_host>" in config
+    assert "127.0.0.1" not in config
+    assert "<ip>10.87.0.0/30</ip>" in users
+    postgres = Postgres(settings, PostgresSettings(host="10.87.0.1"))
+    assert "listen_addresses=10.87.0.1" in postgres.program().command
+    postgres.data.mkdir(parents=True)
+    hba = postgres.data / "pg_hba.conf"
+    hba.write_text("host all all 127.0.0.1/32 scram-sha-256\n")
+    postgres._allow_clients()
+    postgres._allow_clients()  # idempotent
+    assert hba.read_text().splitlines() == [
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host all all 10.87.0.0/30 scram-sha-256",
+    ]
+    assert settings.kafka_bootstrap == "10.87.0.1:9092"
