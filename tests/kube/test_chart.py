@@ -290,7 +290,13 @@ def test_an_external_postgres_replaces_the_statefulset() -> None:
 
 
 def test_the_profiles_are_the_ones_documented() -> None:
-    assert set(PROFILES) == {"lite", "loadtest", "external-postgres", "kafka-auth"}
+    assert set(PROFILES) == {
+        "lite",
+        "loadtest",
+        "external-postgres",
+        "external-kafka",
+        "kafka-auth",
+    }
 
 
 @pytest.mark.parametrize(

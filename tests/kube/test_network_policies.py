@@ -20,6 +20,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -215,6 +216,11 @@ def selects(policy: dict[str, Any], endpoint: Endpoint, direction: str) -> bool:
     )
 
 
+def hook_job_env(chart: list[dict[str, Any]], name: str) -> dict[str, str]:
+    (container,) = kinds(chart, "Job")[name]["spec"]["template"]["spec"]["containers"]
+    return {variable["name"]: variable["value"] for variable in container["env"]}
+
+
 def cluster_of(*helm_arguments: str) -> Cluster:
     chart = render(*helm_arguments)
     platform = platform_objects()
@@ -230,39 +236,56 @@ def cluster_of(*helm_arguments: str) -> Cluster:
         Endpoint(name, labels, ports=container_ports(spec)) for name, (labels, spec) in pods.items()
     ]
     # Strimzi's Connect pods: the template's labels, then Strimzi's own, which win where both
-    # set one (app.kubernetes.io/name and instance).
-    (connect,) = kinds(chart, "KafkaConnect").values()
-    name = connect["metadata"]["name"]
-    endpoints.append(
-        Endpoint(
-            "connect",
-            {
-                **connect["spec"]["template"]["pod"]["metadata"]["labels"],
-                "app.kubernetes.io/name": "kafka-connect",
-                "app.kubernetes.io/instance": name,
-                "strimzi.io/cluster": name,
-                "strimzi.io/kind": "KafkaConnect",
-                "strimzi.io/name": f"{name}-connect",
-            },
-            ports=tcp(**{"rest-api": 8083}),
+    # set one (app.kubernetes.io/name and instance). A Kafka Connect of the user's own is an
+    # address outside the cluster, the connector Job's URL.
+    for connect in kinds(chart, "KafkaConnect").values():
+        name = connect["metadata"]["name"]
+        endpoints.append(
+            Endpoint(
+                "connect",
+                {
+                    **connect["spec"]["template"]["pod"]["metadata"]["labels"],
+                    "app.kubernetes.io/name": "kafka-connect",
+                    "app.kubernetes.io/instance": name,
+                    "strimzi.io/cluster": name,
+                    "strimzi.io/kind": "KafkaConnect",
+                    "strimzi.io/name": f"{name}-connect",
+                },
+                ports=tcp(**{"rest-api": 8083}),
+            )
         )
-    )
+    if "connector" in pods:
+        url = urlparse(hook_job_env(chart, "jobflow-connector")["CONNECTOR_URL"])
+        assert url.hostname
+        assert url.port
+        endpoints.append(
+            Endpoint("connect", {}, "", tcp(**{"rest-api": url.port}), url.hostname, external=True)
+        )
     endpoints.append(Endpoint("schema-apply", schema_apply_labels(chart)))
-    (kafka,) = (o for o in platform if o["kind"] == "Kafka")
-    listeners = kafka["spec"]["kafka"]["listeners"]
-    endpoints.append(
-        Endpoint(
-            "kafka",
-            BROKER_LABELS,
-            ports={f"tcp-{listener['name']}": (listener["port"], "TCP") for listener in listeners},
-        )
-    )
-    endpoints += [*NEIGHBOURS, EXTERNAL_POSTGRES, INGRESS_CONTROLLER]
+    # Strimzi's brokers (k8s/strimzi), or the user's at the topics Job's bootstrap address.
     policies = [
         {**o, "metadata": {**o["metadata"], "namespace": NAMESPACE}}
         for o in [*chart, *platform]
         if o["kind"] == "NetworkPolicy"
-    ] + [strimzi_listener_policy(kafka)]
+    ]
+    if kinds(chart, "KafkaTopic"):
+        (kafka,) = (o for o in platform if o["kind"] == "Kafka")
+        listeners = kafka["spec"]["kafka"]["listeners"]
+        endpoints.append(
+            Endpoint(
+                "kafka",
+                BROKER_LABELS,
+                ports={f"tcp-{each['name']}": (each["port"], "TCP") for each in listeners},
+            )
+        )
+        policies.append(strimzi_listener_policy(kafka))
+    else:
+        (bootstrap,) = hook_job_env(chart, "jobflow-topics")["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+        host, port = bootstrap.rsplit(":", 1)
+        endpoints.append(
+            Endpoint("kafka", {}, "", {"tcp-plain": (int(port), "TCP")}, host, external=True)
+        )
+    endpoints += [*NEIGHBOURS, EXTERNAL_POSTGRES, INGRESS_CONTROLLER]
     every_port = {
         f"{protocol}-{number}": (number, protocol)
         for endpoint in endpoints
@@ -285,7 +308,7 @@ def cluster_of(*helm_arguments: str) -> Cluster:
 # What the pipeline needs. -----------------------------------------------------------------------
 
 SERVICES = ("receiver", "processor", "converter", "informer")
-CHART_KAFKA_CLIENTS = ("receiver", "processor", "converter", "connect")
+CHART_KAFKA_CLIENTS = ("receiver", "processor", "converter", "connect", "topics")
 KAFKA_CLIENTS = (*CHART_KAFKA_CLIENTS, "clickhouse", "ksqldb", "keda")
 
 
@@ -294,23 +317,39 @@ def needed_flows(
 ) -> set[Flow]:
     """``listener``: the one the chart's Kafka clients use (tcp-scram with kafkaAuth)."""
     present = cluster.endpoints
+    # Without Strimzi, Kafka and Kafka Connect are addresses of the user's: what they do among
+    # themselves is no policy's of ours, and k8s/'s ClickHouse and ksqlDB reach Strimzi's
+    # brokers only.
+    strimzi_kafka = not present["kafka"].external
+    strimzi_connect = not present["connect"].external
     flows: set[Flow] = set()
     for name, endpoint in present.items():
         if endpoint.policed_egress:
             flows |= {(name, "dns", "dns"), (name, "dns", "dns-tcp")}
-    flows |= {(client, "kafka", listener) for client in CHART_KAFKA_CLIENTS}
     flows |= {
-        (client, "kafka", "tcp-plain") for client in ("clickhouse", "ksqldb") if client in present
+        (client, "kafka", listener)
+        for client in CHART_KAFKA_CLIENTS
+        if client in present and (client != "connect" or strimzi_connect)
+    }
+    flows |= {
+        (client, "kafka", "tcp-plain")
+        for client in ("clickhouse", "ksqldb")
+        if client in present and strimzi_kafka
     }
     flows |= {("prometheus", service, "http") for service in SERVICES}
     flows.add(("informer", informer_reads, "postgres" if informer_reads != "ksqldb" else "http"))
     flows.add(("connect", postgres, "postgres"))
-    if postgres == EXTERNAL_POSTGRES.name:
-        # An external server is any address outside the pod network unless narrowed.
-        flows.add(("connect", "internet", "TCP-5432"))
-    flows |= {("connect", "connect", "rest-api"), ("strimzi-operator", "connect", "rest-api")}
+    api_callers = ["operator"]
+    if strimzi_connect:
+        if postgres == EXTERNAL_POSTGRES.name:
+            # An external server is any address outside the pod network unless narrowed.
+            flows.add(("connect", "internet", "TCP-5432"))
+        flows |= {("connect", "connect", "rest-api"), ("strimzi-operator", "connect", "rest-api")}
+        api_callers.append("connect")
+    else:
+        flows.add(("connector", "connect", "rest-api"))
     # The API server's address differs between clusters: 443, 6443 or 8443 outside the pods.
-    for caller in ("connect", "operator"):
+    for caller in api_callers:
         flows.add((caller, "api-server", "https"))
         flows |= {(caller, "internet", f"TCP-{number}") for number in API_SERVER_PORTS}
     flows.add(("schema-apply", "clickhouse", "http"))
@@ -335,7 +374,6 @@ def check(cluster: Cluster, needed: set[Flow], open_ingress: set[tuple[str, str]
     flows = [
         (source.name, destination.name, port)
         for source, destination in itertools.product(cluster.endpoints.values(), repeat=2)
-        if not source.external
         for port in destination.ports
     ]
     wrong = []
@@ -363,14 +401,18 @@ OPEN_APIS = {("receiver", "http"), ("informer", "http")}
         ("external-postgres", "ksqldb", "external-postgres", "tcp-plain"),
         ("loadtest", "ksqldb", "postgres", "tcp-plain"),
         ("kafka-auth", "ksqldb", "postgres", "tcp-scram"),
+        ("external-kafka", "ksqldb", "postgres", "tcp-plain"),
+        ("lite+external-kafka", "postgres", "postgres", "tcp-plain"),
     ],
 )
 def test_each_profile_allows_exactly_the_flows_the_pipeline_needs(
     profile: str, informer_reads: str, postgres: str, listener: str
 ) -> None:
-    cluster = cluster_of(*PROFILES.get(profile, ()))
+    cluster = cluster_of(*(a for name in profile.split("+") for a in PROFILES.get(name, ())))
     assert ("loadtest" in cluster.endpoints) == (profile == "loadtest")
-    assert set(PROFILES) <= {"lite", "external-postgres", "loadtest", "kafka-auth"}, "a new one?"
+    assert ("topics" in cluster.endpoints) == profile.endswith("external-kafka")
+    known = {"lite", "external-postgres", "loadtest", "kafka-auth", "external-kafka"}
+    assert set(PROFILES) <= known, "a new one?"
     needed = needed_flows(
         cluster, informer_reads=informer_reads, postgres=postgres, listener=listener
     )
@@ -397,6 +439,13 @@ def test_every_pod_of_the_release_is_under_default_deny() -> None:
     # Kafka Connect's pods are Strimzi's, under a policy of their own.
     release.append(cluster.endpoints["connect"])
     assert all(e.policed_egress and e.policed_ingress for e in release)
+
+
+def test_the_hook_jobs_without_strimzi_are_under_default_deny() -> None:
+    cluster = cluster_of(*PROFILES["external-kafka"])
+    for job in ("topics", "connector"):
+        assert cluster.endpoints[job].policed_egress, job
+        assert cluster.endpoints[job].policed_ingress, job
 
 
 def test_switched_off_the_chart_renders_no_policy() -> None:

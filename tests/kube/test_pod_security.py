@@ -1,11 +1,12 @@
 """Every pod jobflow makes, admitted by a real kube-apiserver under the restricted standard.
 
 The namespace gets k8s/namespace.yaml's Pod Security labels (enforce: restricted). Each pod the
-chart makes in each profile (services, operator, PostgreSQL, smoke test, load test), each pod of
-the platform manifests (ClickHouse, ksqlDB) and the operator's schema apply Job is created as a
-Pod, by server-side dry-run, in that namespace: the API server's PodSecurity admission refuses
-any that breaks the standard. Strimzi's pods (Kafka, Connect, its operators) are made by
-Strimzi with its restricted pod security provider (skaffold.yaml), and are not checked here.
+chart makes in each profile (services, operator, PostgreSQL, smoke test, load test, the topics
+and connector hook Jobs without Strimzi), each pod of the platform manifests (ClickHouse,
+ksqlDB) and the operator's schema apply Job is created as a Pod, by server-side dry-run, in
+that namespace: the API server's PodSecurity admission refuses any that breaks the standard.
+Strimzi's pods (Kafka, Connect, its operators) are made by Strimzi with its restricted pod
+security provider (skaffold.yaml), and are not checked here.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def test_every_profile_and_manifest_has_its_pods_here() -> None:
         "StatefulSet/jobflow-postgres",
         "Pod/jobflow-smoke-test",
         "Job/jobflow-loadtest-1",
+        "Job/jobflow-topics",
+        "Job/jobflow-connector",
         "apply Job",
         "StatefulSet/clickhouse",
         "Deployment/ksqldb",

@@ -236,3 +236,84 @@ KafkaUser) and the cluster CA's certificate are mounted, and the variables that 
 - {name: KAFKA_SASL_PASSWORD_FILE, value: /run/secrets/kafka-user/password}
 - {name: KAFKA_SSL_CA_LOCATION, value: /run/secrets/kafka-ca/ca.crt}
 {{- end -}}
+
+{{/* "true" when Kafka Connect is the chart's Strimzi KafkaConnect, "" when it is the user's
+(connect.external.url). Without Strimzi it must be the user's. */}}
+{{- define "jobflow.strimziConnect" -}}
+{{- if not .Values.connect.external.url -}}
+{{- if not .Values.kafka.strimzi.enabled -}}
+{{- fail "kafka.strimzi.enabled false needs connect.external.url: the REST API of a Kafka Connect of your own, since the chart's Kafka Connect is a Strimzi KafkaConnect" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The PostgreSQL address and the credentials' files (the mounted credentials Secret, at
+/run/secrets/postgres), as PostgresSettings reads them: a list of variables. */}}
+{{- define "jobflow.postgresEnv" -}}
+- {name: POSTGRES_HOST, value: {{ include "jobflow.postgresHost" . | quote }}}
+- {name: POSTGRES_PORT, value: {{ .Values.postgres.port | quote }}}
+- {name: POSTGRES_DATABASE, value: {{ .Values.postgres.database | quote }}}
+- {name: POSTGRES_USER_FILE, value: /run/secrets/postgres/username}
+- {name: POSTGRES_PASSWORD_FILE, value: /run/secrets/postgres/password}
+{{- end -}}
+
+{{/*
+A Helm hook Job running `python -m jobflow <component>` in the operator's image, once (its
+command retries within its own timeout). Call with (dict "root" $ "component" "topics" "hook"
+"pre-install,pre-upgrade" "weight" 0 "values" .Values.kafka.topicsJob "env" (list ...) "volumes"
+(list (dict "name" "topics" "path" "/etc/jobflow" "configMap" NAME) ...)); a volume has a
+configMap or a secret. It is deleted when it succeeds (hook resources outlive an uninstall
+otherwise) and kept with its log when it fails, until the next run replaces it.
+*/}}
+{{- define "jobflow.hookJob" -}}
+{{- $root := .root -}}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ include "jobflow.fullname" $root }}-{{ .component }}
+  labels:
+    {{- include "jobflow.labels" . | nindent 4 }}
+  annotations:
+    helm.sh/hook: {{ .hook }}
+    helm.sh/hook-weight: {{ .weight | quote }}
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  backoffLimit: 0
+  # The command gives up after its own timeout; this bounds a pod that never starts it.
+  activeDeadlineSeconds: {{ add .values.timeoutSeconds 120 }}
+  template:
+    metadata:
+      labels:
+        {{- include "jobflow.selectorLabels" . | nindent 8 }}
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "jobflow.image" (dict "root" $root "component" "operator") }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command: ["python", "-m", "jobflow", {{ .component | quote }}]
+          env:
+            {{- toYaml .env | nindent 12 }}
+          resources:
+            {{- toYaml .values.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            {{- range .volumes }}
+            - {name: {{ .name }}, mountPath: {{ .path }}, readOnly: true}
+            {{- end }}
+      volumes:
+        {{- range .volumes }}
+        - name: {{ .name }}
+          {{- if .configMap }}
+          configMap: {name: {{ .configMap }}}
+          {{- else }}
+          secret: {secretName: {{ .secret }}, defaultMode: 0440}
+          {{- end }}
+        {{- end }}
+{{- end -}}
