@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
+.PHONY: cluster-up cluster-down cluster-status images cluster-deploy help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -168,3 +168,20 @@ undeploy: ## remove what `make deploy` installed; namespaces, volumes and genera
 	@# The chart first, while Strimzi's topic operator still runs to clear its KafkaTopics' finalizers.
 	helm uninstall $(RELEASE) -n $(KUBE_NAMESPACE) --wait --ignore-not-found
 	skaffold delete
+
+# --- A one-node Kubernetes cluster on this machine (docs/kubernetes.md, "Run it on this
+# machine"): the node's processes under .local/cluster, in a network namespace of their own.
+cluster-up: $(VENV)/.synced kube-tools ## start a one-node Kubernetes cluster on this machine (idempotent)
+	@$(PYTHON) -m local.cluster up
+
+cluster-down: $(VENV)/.synced ## stop the cluster (only what cluster-up started); its state stays in .local/cluster
+	@$(PYTHON) -m local.cluster down
+
+cluster-status: $(VENV)/.synced ## state and pid of every process of the cluster
+	@$(PYTHON) -m local.cluster status
+
+images: cluster-up ## build every image of services/Dockerfile into the cluster's containerd
+	@$(PYTHON) -m local.cluster images
+
+cluster-deploy: images ## install (or upgrade) jobflow on the cluster with helm: lite profile, the host's data plane
+	@$(PYTHON) -m local.cluster deploy

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the control plane that tests/kube runs (etcd, kube-apiserver, kube-controller-manager)
-# helm (the offline chart checks) and netpol-verdict (the NetworkPolicy checks) from the Go
-# modules pinned in tools/kube, tools/etcd, tools/helm and tools/netpol, into
+# helm (the offline chart checks), netpol-verdict (the NetworkPolicy checks) and the one-node
+# cluster's node (kube-scheduler, kubelet, kube-proxy, CoreDNS: make cluster-up) from the Go
+# modules pinned in tools/kube, tools/etcd, tools/helm, tools/netpol and tools/coredns, into
 # ${LOCAL_DIR:-<repo>/.local}/kube/bin, and takes the Prometheus Operator's
 # CRDs (ServiceMonitor, PodMonitor, PrometheusRule: the chart renders them when a cluster has
 # them) from its pinned Go module into ${LOCAL_DIR:-<repo>/.local}/kube/crds.
@@ -35,6 +36,7 @@ stamp="$out/build.stamp"
 etcd_module="$repo/tools/etcd"
 helm_module="$repo/tools/helm"
 netpol_module="$repo/tools/netpol"
+coredns_module="$repo/tools/coredns"
 
 say() { echo "==> kube: $*"; }
 
@@ -61,10 +63,12 @@ fingerprint="$(
     cat "$here/go.mod" "$here/go.sum" "$etcd_module/go.mod" "$etcd_module/go.sum"
     cat "$helm_module/go.mod" "$helm_module/go.sum"
     cat "$netpol_module/go.mod" "$netpol_module/go.sum" "$netpol_module/main.go"
+    cat "$coredns_module/go.mod" "$coredns_module/go.sum" "$coredns_module/main.go"
     cat "${BASH_SOURCE[0]}"
   } | sha256sum | cut -d' ' -f1
 )"
-binaries=(etcd kube-apiserver kube-controller-manager kubectl helm netpol-verdict)
+binaries=(etcd kube-apiserver kube-controller-manager kubectl helm netpol-verdict
+  kube-scheduler kubelet kube-proxy coredns)
 crds="$out/crds"
 # The releases whose CRDs the chart is checked against, each with its module's go.sum hash:
 # the download is verified against it, as go.sum would. The Prometheus Operator's kinds
@@ -122,6 +126,7 @@ say "downloading modules (go.sum pins them)"
 (cd "$etcd_module" && "$go" mod download)
 (cd "$helm_module" && "$go" mod download)
 (cd "$netpol_module" && "$go" mod download)
+(cd "$coredns_module" && "$go" mod download)
 say "modules ready in $((SECONDS - started)) s (cache: $("$go" env GOMODCACHE))"
 kube_version="$(module_version "$here" k8s.io/kubernetes)"
 etcd_version="$(module_version "$etcd_module" go.etcd.io/etcd/server/v3)"
@@ -146,6 +151,12 @@ helm_version="$(module_version "$helm_module" helm.sh/helm/v4)"
 build "$helm_module" helm.sh/helm/v4/cmd/helm helm \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version"
 build "$netpol_module" . netpol-verdict "-s -w"
+for command in kube-scheduler kubelet kube-proxy; do
+  build "$here" "k8s.io/kubernetes/cmd/$command" "$command" "$kube_ldflags"
+done
+coredns_version="$(module_version "$coredns_module" github.com/coredns/coredns)"
+build "$coredns_module" . coredns \
+  "-s -w -X github.com/coredns/coredns/coremain.GitCommit=module-$coredns_version"
 
 # fetch_crds MODULE VERSION SUM FROM INTO FILE...: the module from the Go module proxy,
 # checked against SUM; FILEs copied from its directory FROM into $crds/INTO.
