@@ -16,7 +16,7 @@ RUN := $(UV) run --frozen
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
 $(UV):
 	@echo "==> uv: installing $(UV_VERSION) into $(TOOLS)"
@@ -78,33 +78,37 @@ format: $(VENV)/.synced ## ruff format and autofix
 typecheck: $(VENV)/.synced ## mypy --strict
 	@$(RUN) mypy
 
-test-unit: $(VENV)/.synced $(LOADTEST_VENV)/.synced ## tests that need no running stack
-	@$(RUN) pytest tests/unit
+# Which tests each test target runs, and what they need built first: tests/targets.mk.
+include tests/targets.mk
+# pytest's arguments for target $(1): its folders, narrowed by its marker expression if it has one.
+pytest_args = $(addprefix tests/,$(FOLDERS_$(1)))$(if $(MARKER_$(1)), -m '$(MARKER_$(1))')
+# Target $(1)'s prerequisites: the project's environment and what the tests of its folders need.
+test_needs = $(VENV)/.synced $(sort $(foreach folder,$(FOLDERS_$(1)),$(NEEDS_$(folder))))
 
-test-stack: $(VENV)/.synced ## integration and end-to-end tests on the local stack (starts it)
-	@$(RUN) pytest tests/stack
+test-unit: $(call test_needs,test-unit) ## tests that need no running stack
+	@$(RUN) pytest $(call pytest_args,test-unit)
 
-test-chaos: $(VENV)/.synced ## the fault-injection suite, short profile (part of make test)
-	@$(RUN) pytest tests/chaos
+test-stack: $(call test_needs,test-stack) ## integration and end-to-end tests on the local stack (starts it)
+	@$(RUN) pytest $(call pytest_args,test-stack)
 
-chaos: $(VENV)/.synced ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
-	@CHAOS_PROFILE=full $(RUN) pytest tests/chaos
+test-chaos: $(call test_needs,test-chaos) ## the fault-injection suite, short profile (part of make test)
+	@$(RUN) pytest $(call pytest_args,test-chaos)
 
-security-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools strimzi-crds ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, Kafka ACLs, ruff's security rules, hadolint
+chaos: $(call test_needs,chaos) ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
+	@CHAOS_PROFILE=full $(RUN) pytest $(call pytest_args,chaos)
+
+security-check: $(call test_needs,security-check) ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, Kafka ACLs, ruff's security rules, hadolint
 	@$(RUN) ruff check --select S .
-	@$(RUN) pytest tests/stack/test_api_fuzz.py tests/unit/test_decode_fuzz.py \
-		tests/stack/test_receiver.py tests/stack/test_end_to_end.py tests/unit/test_receiver_jobs.py \
-		tests/kube/test_network_policies.py tests/kube/test_pod_security.py tests/kube/test_chart_lookups.py \
-		tests/kube/test_checkov.py tests/stack/test_kafka_auth.py tests/unit/test_settings.py tests/unit/test_body_guard.py \
-		tests/unit/test_images.py
+	@$(RUN) pytest $(call pytest_args,security-check)
 
-observability-check: $(VENV)/.synced ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
-	@$(RUN) pytest tests/stack/test_observability.py tests/unit/test_monitoring.py
+observability-check: $(call test_needs,observability-check) ## dashboard queries against the real Prometheus, alert rules (promtool), dashboard structure
+	@$(RUN) pytest $(call pytest_args,observability-check)
 
-dashboards: $(VENV)/.synced ## the Services dashboard drawn from the local Prometheus to .local/dashboards/services.png
+# The dashboard shows the running stack's last 30 minutes: `up` starts it if it is not running.
+dashboards: up ## the Services dashboard drawn from the local Prometheus to .local/dashboards/services.png
 	@$(RUN) python -m monitoring.render
 
-bench: $(VENV)/.synced ## benchmarks on the local stack; figures to bench/results/<time>.json
+bench: $(VENV)/.synced loadtest-env ## benchmarks on the local stack; figures to bench/results/<time>.json
 	@$(RUN) python -m bench
 
 kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the operator tests (cached)
@@ -113,17 +117,14 @@ kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the opera
 strimzi-crds: ## generate Strimzi 1.2.0's CRDs from its jars on Maven Central into .local/kube/crds/strimzi (cached)
 	@tools/strimzi/crds.sh
 
-test-operator: $(VENV)/.synced kube-tools strimzi-crds ## the operator, the apply command, the control-plane harness
-	@$(RUN) pytest tests/kube tests/unit/test_operator_jobs.py tests/unit/test_schema_apply_ksqldb.py tests/stack/test_schema_apply.py
+test-operator: $(call test_needs,test-operator) ## the operator, the apply command, the control-plane harness, the offline chart checks (tests/kube)
+	@$(RUN) pytest $(call pytest_args,test-operator)
 
-chart-check: $(VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools strimzi-crds ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
-	@$(RUN) pytest tests/kube/test_chart.py tests/kube/test_chart_operations.py tests/kube/test_chart_lookups.py \
-		tests/kube/test_platform_manifests.py tests/kube/test_skaffold.py \
-		tests/kube/test_deploy_scripts.py tests/kube/test_network_policies.py \
-		tests/kube/test_pod_security.py tests/kube/test_checkov.py tests/unit/test_images.py
+chart-check: $(call test_needs,chart-check) ## the chart, platform manifests, skaffold.yaml and Dockerfiles, checked offline
+	@$(RUN) pytest $(call pytest_args,chart-check)
 
-test: lint typecheck $(VENV)/.synced $(LOADTEST_VENV)/.synced $(CHECKOV_VENV)/.synced kube-tools strimzi-crds ## everything: lint, types, unit, integration, end to end, operator
-	@$(RUN) pytest
+test: lint typecheck $(call test_needs,test) ## everything: lint, types, unit, integration, end to end, operator
+	@$(RUN) pytest $(call pytest_args,test)
 
 docs: $(VENV)/.synced ## regenerate the README's configuration table from the settings classes
 	@$(PYTHON) -m local.config_table --write

@@ -34,6 +34,9 @@ from tests.kube.chart import (
     render,
 )
 
+# run by make chart-check too (tests/targets.mk)
+pytestmark = pytest.mark.chart
+
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
     "receiver": ReceiverSettings,
     "processor": ProcessorSettings,

@@ -23,6 +23,9 @@ from kubernetes.client.exceptions import ApiException
 from tests.kube.apiserver import ControlPlane, api_client
 from tests.kube.chart import CHART, helm
 
+# run by make security-check and make chart-check too (tests/targets.mk)
+pytestmark = [pytest.mark.security, pytest.mark.chart]
+
 DATABASE_SECRETS = ("jobflow-postgres", "clickhouse-credentials")
 HTTP_NOT_FOUND = 404
 # The name of a Secret the user made.

@@ -17,6 +17,9 @@ from jobflow.__main__ import PIPELINE_SERVICES as SERVICES
 from jobflow.smoke import SmokeSettings
 from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, kinds, render
 
+# run by make chart-check too (tests/targets.mk)
+pytestmark = pytest.mark.chart
+
 
 def test_each_service_has_a_disruption_budget_that_selects_its_pods() -> None:
     objects = render()

@@ -22,6 +22,9 @@ from local.config import REPO
 
 from tests.kube.chart import PROFILES, WITH_KEDA, WITH_PROMETHEUS_OPERATOR, helm
 
+# run by make security-check and make chart-check too (tests/targets.mk)
+pytestmark = [pytest.mark.security, pytest.mark.chart]
+
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 CONFIG = REPO / ".checkov.yaml"
 RENDERINGS = {

@@ -14,6 +14,9 @@ from local.config import REPO
 
 from tests.kube.apiserver import ControlPlane, api_client, binaries
 
+# run by make chart-check too (tests/targets.mk)
+pytestmark = pytest.mark.chart
+
 ENSURE_SECRETS = REPO / "k8s" / "ensure-secrets.sh"
 
 

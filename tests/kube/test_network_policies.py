@@ -28,6 +28,9 @@ from jobflow.operator.jobs import build_job
 from tests.kube.apiserver import binaries
 from tests.kube.chart import PROFILES, kinds, platform_objects, render
 
+# run by make security-check and make chart-check too (tests/targets.mk)
+pytestmark = [pytest.mark.security, pytest.mark.chart]
+
 NAMESPACE = "jobflow"
 # A flow: (source, destination, the destination's port name).
 Flow = tuple[str, str, str]

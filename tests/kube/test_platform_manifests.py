@@ -26,6 +26,9 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.kube.apiserver import ControlPlane, api_client, dry_run_create, eventually
 
+# run by make chart-check too (tests/targets.mk)
+pytestmark = pytest.mark.chart
+
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST_DIRS = ("strimzi", "ksqldb", "clickhouse")
 TOPICS = REPO / "charts" / "jobflow" / "files" / "topics.yaml"

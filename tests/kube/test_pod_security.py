@@ -26,6 +26,9 @@ from jobflow.operator.jobs import build_job
 from tests.kube.apiserver import ControlPlane, api_client, dry_run_create
 from tests.kube.chart import PROFILES, kinds, platform_objects, render
 
+# run by make security-check and make chart-check too (tests/targets.mk)
+pytestmark = [pytest.mark.security, pytest.mark.chart]
+
 NAMESPACE_MANIFEST = REPO / "k8s" / "namespace.yaml"
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 

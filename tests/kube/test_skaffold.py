@@ -19,6 +19,9 @@ from local.config import REPO
 from tests.kube.chart import CHART, PROFILES
 from tests.kube.conftest import SHARED, require_shared_file, strimzi_version
 
+# run by make chart-check too (tests/targets.mk)
+pytestmark = pytest.mark.chart
+
 SKAFFOLD = REPO / "skaffold.yaml"
 # No package registry serves skaffold's schema (nor skaffold), so it comes from ../shared.
 SCHEMA = SHARED / "skaffold-schema" / "v4beta14.json"

@@ -27,6 +27,9 @@ from jobflow.core.settings import KafkaSettings
 from tests.stack.processes import service_process
 from tests.stack.topics import create_topics
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 EXAMPLES_PER_OPERATION_AND_MODE = 150
 INPUTS = ("path_parameters", "query", "headers", "cookies", "body")
 # A body over RECEIVER_MAX_BODY_BYTES is refused with 413 before it is read, as the OpenAPI

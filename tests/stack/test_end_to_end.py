@@ -15,6 +15,9 @@ import pytest
 from jobflow.core.settings import PostgresSettings
 from jobflow.core.timestamps import NANOS_PER_SECOND, format_rfc3339_nano, parse_rfc3339_nano
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 JOBS = 200
 
 

@@ -25,6 +25,9 @@ from tests.stack.processes import service_process
 from tests.stack.secured_kafka import SecuredKafka, secured_kafka
 from tests.stack.topics import read_until
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 JOBS = 5
 
 

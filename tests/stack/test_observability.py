@@ -23,6 +23,9 @@ from monitoring.render import render
 from jobflow.core.settings import KafkaSettings
 from tests.stack.topics import produce
 
+# run by make observability-check too (tests/targets.mk)
+pytestmark = pytest.mark.observability
+
 RULES = CONTRACTS / "monitoring" / "rules.yaml"
 # What a PromQL expression names that is not a metric.
 PROMQL_WORDS = {

@@ -17,6 +17,9 @@ from tests.ports import free_port
 from tests.stack.processes import service_process
 from tests.stack.topics import end_offsets, read_until, value_of, with_key
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 
 

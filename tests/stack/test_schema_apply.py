@@ -8,7 +8,11 @@ import sys
 import uuid
 
 import httpx
+import pytest
 from local.config import REPO, StackSettings
+
+# run by make test-operator too (tests/targets.mk)
+pytestmark = pytest.mark.operator
 
 
 def apply_command(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,9 @@ from fastapi import FastAPI, Request
 
 from jobflow.core.body_guard import JsonBodyGuard, is_json
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 LIMIT = 64
 
 

@@ -21,6 +21,9 @@ from jobflow.core.settings import KafkaSettings
 from jobflow.core.stage import Stage, StageRunner
 from jobflow.processor.service import ProcessJobs
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 KAFKA = KafkaSettings(bootstrap_servers="127.0.0.1:1")
 STAGES: dict[str, tuple[Stage[Any], str]] = {
     "processor": (ProcessJobs(KAFKA.processor_topic), KAFKA.receiver_topic),

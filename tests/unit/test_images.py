@@ -30,6 +30,9 @@ from jobflow.operator.run import OperatorSettings
 from jobflow.processor.service import ProcessorSettings
 from jobflow.receiver.service import ReceiverSettings
 
+# run by make security-check and make chart-check too (tests/targets.mk)
+pytestmark = [pytest.mark.security, pytest.mark.chart]
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DOCKERFILE = ROOT / "services" / "Dockerfile"
 CONNECT_DOCKERFILE = ROOT / "k8s" / "connect" / "Dockerfile"

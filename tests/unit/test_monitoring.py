@@ -6,7 +6,11 @@ import re
 from typing import Any
 
 import orjson
+import pytest
 from monitoring.dashboard import DASHBOARD, rendered
+
+# run by make observability-check too (tests/targets.mk)
+pytestmark = pytest.mark.observability
 
 
 def panels() -> list[dict[str, Any]]:

@@ -17,6 +17,9 @@ from jobflow.operator.jobs import (
     outcome_of,
 )
 
+# run by make test-operator too (tests/targets.mk)
+pytestmark = pytest.mark.operator
+
 TARGET = {"type": "clickhouse", "url": "http://clickhouse:8123"}
 STATEMENTS = "CREATE TABLE IF NOT EXISTS jobs (id String) ENGINE = Memory;"
 

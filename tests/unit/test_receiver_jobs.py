@@ -9,6 +9,9 @@ from pydantic import ValidationError
 
 from jobflow.receiver.jobs import CreateJobRequest, new_job, random_hex
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 
 def test_a_job_without_a_request_takes_the_defaults() -> None:
     jobs = [new_job(CreateJobRequest(), 100, 10, 1024) for _ in range(200)]

@@ -16,6 +16,9 @@ from jobflow.schema.statements import split_statements
 from jobflow.schema.targets import KsqlDbTarget, TargetError
 from tests.ksqldb_server import KsqlDbProtocolServer, ksqldb_protocol_server
 
+# run by make test-operator too (tests/targets.mk)
+pytestmark = pytest.mark.operator
+
 HEALTHY = (
     b'{"isHealthy":true,"details":{"metastore":{"isHealthy":true},"kafka":{"isHealthy":true}}}'
 )

@@ -9,6 +9,9 @@ from pydantic import ValidationError
 
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 
+# run by make security-check too (tests/targets.mk)
+pytestmark = pytest.mark.security
+
 
 def test_credentials_are_read_from_files_in_place_of_the_variables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
