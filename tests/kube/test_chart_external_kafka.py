@@ -18,6 +18,9 @@ from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.topics import TopicsSettings
 from tests.kube.chart import CHART, PROFILES, helm, kinds, render
 
+# run by make chart-check too (tests/targets.mk)
+pytestmark = pytest.mark.chart
+
 EXTERNAL = PROFILES["external-kafka"]
 CONNECT_PEERS = '[{"ipBlock": {"cidr": "198.51.100.20/32"}}]'
 # Strimzi's Kafka, a Kafka Connect of the user's own.
