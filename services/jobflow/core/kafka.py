@@ -29,18 +29,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from jobflow.core.kafka_log import ClientLog
 from jobflow.core.metrics import CONSUMER_LAG, KAFKA_DELIVERY_ERRORS, KAFKA_PRODUCE_SECONDS
 from jobflow.core.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-# librdkafka's own log lines go through Python logging (and so out as JSON), not to stderr.
-librdkafka_log = logging.getLogger("librdkafka")
 
 Headers = Sequence[tuple[str, bytes]]
 T = TypeVar("T")
 
-# How often a consumer's lag is brought up to date (librdkafka's statistics).
-CONSUMER_STATISTICS_INTERVAL_MS = 5000
+# How often librdkafka's statistics arrive: a consumer's lag is brought up to date, and the
+# log notices brokers up again and writes the counts of folded repeats (kafka_log.py).
+STATISTICS_INTERVAL_MS = 5000
 # How long past its own timeout a transactional call may block before the producer is given up.
 WEDGED_CALL_SLACK_S = 10.0
 
@@ -90,9 +90,10 @@ class AsyncProducer:
     """An idempotent, acks=all producer whose ``produce`` resolves on the broker's ack."""
 
     def __init__(self, settings: KafkaSettings, extra_config: dict[str, Any] | None = None) -> None:
+        client_log = ClientLog()
         config: dict[str, Any] = {
             **settings.client_config(),
-            "logger": librdkafka_log,
+            "logger": client_log,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,
@@ -101,7 +102,10 @@ class AsyncProducer:
             # polling thread while records still wait for their delivery reports; with it, the
             # error is logged here, pending records fail, and the next transactional call
             # raises it where the stage can act on it.
-            "error_cb": _log_client_error,
+            "error_cb": client_log.error,
+            # Only for the log: they say when a broker is up again (kafka_log.py).
+            "statistics.interval.ms": STATISTICS_INTERVAL_MS,
+            "stats_cb": client_log.statistics,
             **(extra_config or {}),
         }
         self._producer = Producer(config)
@@ -268,14 +272,6 @@ def _settle_from_thread(
         loop.call_soon_threadsafe(settle)
 
 
-def _log_client_error(error: KafkaError) -> None:
-    if error.fatal():
-        log.critical("kafka client failed: %s", error.str())
-    else:
-        # Transient (a broker away): librdkafka retries; requests fail once their timeout passes.
-        log.warning("kafka client error: %s", error.str())
-
-
 def _settle(
     acked: asyncio.Future[Message],
     topic: str,
@@ -304,16 +300,18 @@ class BatchConsumer:
         topics: list[str],
         extra_config: dict[str, Any] | None = None,
     ) -> None:
+        self._log = ClientLog()
         config: dict[str, Any] = {
             **settings.client_config(),
-            "logger": librdkafka_log,
+            "logger": self._log,
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            # librdkafka's statistics carry each partition's lag: exported as a gauge.
-            "statistics.interval.ms": CONSUMER_STATISTICS_INTERVAL_MS,
-            "stats_cb": lambda statistics: export_consumer_lag(group_id, statistics),
+            # librdkafka's statistics carry each partition's lag, exported as a gauge, and
+            # which brokers are up, for the log.
+            "statistics.interval.ms": STATISTICS_INTERVAL_MS,
+            "stats_cb": lambda statistics: self._on_statistics(group_id, statistics),
             **(extra_config or {}),
         }
         self._consumer = Consumer(config)
@@ -321,6 +319,10 @@ class BatchConsumer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._revoked = False
         self._paused = False
+
+    def _on_statistics(self, group_id: str, statistics_json: str) -> None:
+        export_consumer_lag(group_id, statistics_json)
+        self._log.statistics(statistics_json)
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -384,7 +386,7 @@ class BatchConsumer:
             if error is None:
                 records.append(message)
             elif error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consume error: %s", error.str())
+                self._log.error(error, "consume error")
         return records
 
     async def group_metadata(self) -> object:
