@@ -6,8 +6,9 @@ Go modules pinned in ``tools/kube`` and ``tools/etcd`` by ``tools/kube/build.sh`
 that ownerReferences cascade. What is real: authentication (a static admin token, ServiceAccount
 tokens from the TokenRequest API), RBAC, admission, OpenAPI and CRD validation, defaulting,
 server-side dry-run, the garbage collector. What is not there: the Job controller (tests write
-Job status themselves; see ``complete_job_status`` and ``failed_job_status``), the scheduler,
-kubelets, so no Pod ever runs.
+Job status themselves; see ``complete_job_status``, ``failed_job_status`` and
+``retrying_job_status``), the scheduler, kubelets, so no Pod ever runs (tests may create one and
+write its status: ``failed_pod_status``).
 
 Every process gets its own process group, dies with the Python process that started it
 (``PR_SET_PDEATHSIG``) and is stopped by an ``atexit`` hook if the context manager never
@@ -265,6 +266,47 @@ def failed_job_status(
         "conditions": [
             _condition("FailureTarget", reason, message, stamp),
             _condition("Failed", reason, message, stamp),
+        ],
+    }
+
+
+def retrying_job_status(failed: int, start_time: datetime, active: int = 0) -> dict[str, Any]:
+    """A ``status`` of a Job whose ``failed`` pods are fewer than its backoff limit allows: with
+    ``active`` 0 it is waiting out its backoff before the next pod, and has no condition.
+    ``startTime`` is immutable once set: pass the same ``start_time`` each time."""
+    return {
+        "startTime": _timestamp(start_time),
+        "active": active,
+        "ready": 0,
+        "terminating": 0,
+        "failed": failed,
+        "uncountedTerminatedPods": {},
+    }
+
+
+def failed_pod_status(container: str, message: str, exit_code: int = 1) -> dict[str, Any]:
+    """A ``status`` of a Pod whose one ``container`` ended with ``exit_code`` and termination
+    message ``message``, as its kubelet would write it (reason ``Error``: a non-zero exit)."""
+    now = _timestamp(datetime.now(UTC))
+    return {
+        "phase": "Failed",
+        "containerStatuses": [
+            {
+                "name": container,
+                "image": "",
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": "Error",
+                        "message": message,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
         ],
     }
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,13 +26,15 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from local.config import CONTRACTS, REPO
 
-from jobflow.operator.jobs import GROUP, PLURAL, VERSION, digest_of, job_name
+from jobflow.operator.jobs import GROUP, JOB_NAME_LABEL, PLURAL, VERSION, digest_of, job_name
 from tests.kube.apiserver import (
     ControlPlane,
     api_client,
     complete_job_status,
     eventually,
     failed_job_status,
+    failed_pod_status,
+    retrying_job_status,
 )
 from tests.ports import free_port
 
@@ -92,6 +95,12 @@ class Cluster:
             self.namespace, field_selector=f"involvedObject.name={name}"
         ).items
         return [f"{event.type} {event.reason}" for event in events]
+
+    def event_messages(self, name: str, reason: str) -> list[str]:
+        events = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name},reason={reason}"
+        ).items
+        return [str(event.message) for event in events]
 
 
 def spec(statements: str = STATEMENTS, image: str = "jobflow:test") -> dict[str, Any]:
@@ -228,9 +237,65 @@ def test_the_status_follows_the_job_to_success(cluster: Cluster) -> None:
     assert "Normal JobSucceeded" in eventually(lambda: cluster.events_for("ksqldb"))
 
 
-def test_a_failed_job_makes_a_failed_schema_with_the_jobs_reason(cluster: Cluster) -> None:
+# The end of a failed apply pod's log, its termination message (FallbackToLogsOnError).
+CLICKHOUSE_REFUSAL = (
+    "failed: statement 1 failed: Code: 36, e.displayText() = DB::Exception: Unknown setting "
+    "kafka_skip_broken_messages, e.what() = DB::Exception"
+)
+APPLY_LOG_TAIL = (
+    "applying 1 statement(s) to clickhouse at http://clickhouse:8123\n"
+    "[1/1] FAILED CREATE TABLE IF NOT EXISTS t: Code: 36, ...\n"
+    f"{CLICKHOUSE_REFUSAL}\n"
+)
+
+
+def fail_a_pod(cluster: Cluster, job: dict[str, Any], message: str) -> None:
+    """What the Job controller and a kubelet leave of a failed attempt: a pod of ``job`` (from
+    its template, with the controller's label) whose apply container ended with ``message``."""
+    template = job["spec"]["template"]
+    name = f"{job['metadata']['name']}-{uuid.uuid4().hex[:5]}"
+    labels = {**template["metadata"]["labels"], JOB_NAME_LABEL: job["metadata"]["name"]}
+    cluster.core.create_namespaced_pod(
+        cluster.namespace,
+        {"metadata": {"name": name, "labels": labels}, "spec": template["spec"]},
+    )
+    cluster.core.patch_namespaced_pod_status(
+        name, cluster.namespace, {"status": failed_pod_status("apply", message)}
+    )
+
+
+def test_a_retrying_job_makes_a_running_schema_that_counts_the_failed_attempts(
+    cluster: Cluster,
+) -> None:
+    # Regression: between two attempts (no active pod, no condition) the schema said Pending,
+    # "the apply Job has not started yet".
+    cluster.create_schema("retrying", spec())
+    (job,) = eventually(lambda: cluster.jobs("retrying"))
+    started = datetime.now(UTC)
+    fail_a_pod(cluster, job, APPLY_LOG_TAIL)
+    set_job_status(cluster, job["metadata"]["name"], retrying_job_status(1, started))
+    expected = f"1 attempt failed, retrying, the last one: {CLICKHOUSE_REFUSAL}"
+    eventually(lambda: cluster.status("retrying").get("message") == expected)
+    status = cluster.status("retrying")
+    assert status["phase"] == "Running"
+    assert status["conditions"][0]["reason"] == "JobRetrying"
+    assert "Warning JobRetrying" in eventually(lambda: cluster.events_for("retrying"))
+    fail_a_pod(cluster, job, "failed: statement 1 failed: timed out")
+    set_job_status(cluster, job["metadata"]["name"], retrying_job_status(2, started))
+    eventually(
+        lambda: (
+            cluster.status("retrying").get("message")
+            == "2 attempts failed, retrying, the last one: failed: statement 1 failed: timed out"
+        )
+    )
+
+
+def test_a_failed_job_makes_a_failed_schema_with_its_pods_reason(cluster: Cluster) -> None:
+    # Regression: the message was only the Job controller's "Job has reached the specified
+    # backoff limit", and why the statement failed was in the pod's log alone.
     cluster.create_schema("broken", spec())
     (job,) = eventually(lambda: cluster.jobs("broken"))
+    fail_a_pod(cluster, job, APPLY_LOG_TAIL)
     set_job_status(
         cluster,
         job["metadata"]["name"],
@@ -238,9 +303,11 @@ def test_a_failed_job_makes_a_failed_schema_with_the_jobs_reason(cluster: Cluste
     )
     eventually(lambda: cluster.status("broken").get("phase") == "Failed")
     status = cluster.status("broken")
-    assert status["message"] == "Job has reached the specified backoff limit"
+    assert status["message"] == CLICKHOUSE_REFUSAL
     assert status["conditions"][0]["reason"] == "BackoffLimitExceeded"
-    assert "Warning JobFailed" in eventually(lambda: cluster.events_for("broken"))
+    assert status["conditions"][0]["message"] == CLICKHOUSE_REFUSAL
+    (event,) = eventually(lambda: cluster.event_messages("broken", "JobFailed"))
+    assert event == f"{job['metadata']['name']}: {CLICKHOUSE_REFUSAL}"
 
 
 def test_new_statements_make_a_new_job_and_other_changes_do_not(cluster: Cluster) -> None:
@@ -321,6 +388,10 @@ def test_the_operators_role_allows_no_more_than_it_needs(
         lambda: batch.delete_collection_namespaced_job(cluster.namespace),
         lambda: core.list_namespaced_config_map(cluster.namespace),
         lambda: batch.list_namespaced_job("default"),
+        # Pods: listed for their status only, here.
+        lambda: core.read_namespaced_pod_log("any", cluster.namespace),
+        lambda: core.read_namespaced_pod("any", cluster.namespace),
+        lambda: core.list_namespaced_pod("default"),
     ):
         with pytest.raises(ApiException) as denied:
             forbidden()

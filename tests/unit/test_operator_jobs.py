@@ -13,6 +13,7 @@ from jobflow.operator.jobs import (
     applied_condition,
     build_job,
     digest_of,
+    failure_of,
     job_name,
     outcome_of,
 )
@@ -92,6 +93,11 @@ def test_the_job_pod_is_restricted() -> None:
     assert set(pod["containers"][0]["resources"]) == {"requests", "limits"}
 
 
+def test_a_failed_apply_pod_keeps_the_end_of_its_log_as_its_termination_message() -> None:
+    pod = build_job("s", spec(), STATEMENTS, "0" * 64)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
 def test_the_schemas_job_settings_are_used() -> None:
     resources = {"limits": {"memory": "128Mi"}}
     job = build_job(
@@ -134,6 +140,19 @@ def test_no_credentials_means_no_secret_references() -> None:
             Phase.RUNNING,
             "JobRunning",
         ),
+        # Between two attempts: no active pod, no condition.
+        ({"active": 0, "failed": 2}, Phase.RUNNING, "JobRetrying"),
+        ({"active": 1, "failed": 1}, Phase.RUNNING, "JobRetrying"),
+        (
+            {
+                "failed": 4,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"}
+                ],
+            },
+            Phase.FAILED,
+            "BackoffLimitExceeded",
+        ),
     ],
 )
 def test_job_status_maps_to_a_phase(status: dict[str, Any], phase: Phase, reason: str) -> None:
@@ -153,3 +172,82 @@ def test_the_applied_condition_follows_the_outcome() -> None:
         "observedGeneration": 3,
     }
     assert applied_condition(outcome_of({}), 1, "t")["status"] == "Unknown"
+
+
+CLICKHOUSE_REFUSAL = (
+    "failed: statement 1 failed: Code: 36, e.displayText() = DB::Exception: Unknown setting "
+    "kafka_skip_broken_messages, e.what() = DB::Exception"
+)
+BACKOFF_LIMIT = {
+    "type": "Failed",
+    "status": "True",
+    "reason": "BackoffLimitExceeded",
+    "message": "Job has reached the specified backoff limit",
+}
+
+
+def test_a_retrying_job_says_how_many_attempts_failed_and_why_the_last_did() -> None:
+    # Regression: between attempts the schema said Pending, "the apply Job has not started yet".
+    outcome = outcome_of({"active": 0, "failed": 2}, CLICKHOUSE_REFUSAL)
+    assert outcome.message == f"2 attempts failed, retrying, the last one: {CLICKHOUSE_REFUSAL}"
+    assert (outcome.event_reason, outcome.retrying) == ("JobRetrying", True)
+    assert outcome_of({"active": 1, "failed": 1}).message == "1 attempt failed, retrying"
+
+
+def test_a_failed_job_reports_its_pods_reason_under_the_jobs_own() -> None:
+    # Regression: the message was only the Job controller's "reached the backoff limit".
+    outcome = outcome_of({"failed": 4, "conditions": [BACKOFF_LIMIT]}, CLICKHOUSE_REFUSAL)
+    assert (outcome.phase, outcome.reason) == (Phase.FAILED, "BackoffLimitExceeded")
+    assert outcome.message == CLICKHOUSE_REFUSAL
+    assert outcome.event_reason == "JobFailed"
+    without_pod = outcome_of({"failed": 4, "conditions": [BACKOFF_LIMIT]})
+    assert without_pod.message == "Job has reached the specified backoff limit"
+
+
+def pod(
+    created: str, phase: str = "Failed", terminated: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase}
+    if terminated is not None:
+        status["containerStatuses"] = [{"name": "apply", "state": {"terminated": terminated}}]
+    return {"metadata": {"creationTimestamp": created}, "status": status}
+
+
+def test_the_newest_failed_pods_last_log_line_is_the_failure() -> None:
+    log_tail = (
+        f"applying 2 statement(s)\n[1/2] FAILED CREATE TABLE jobs: ...\n{CLICKHOUSE_REFUSAL}\n\n"
+    )
+    pods = [
+        pod("2026-01-01T10:00:00Z", terminated={"reason": "Error", "message": "older attempt"}),
+        pod("2026-01-01T10:00:30Z", terminated={"reason": "Error", "message": log_tail}),
+        pod("2026-01-01T10:01:00Z", phase="Pending"),
+    ]
+    assert failure_of(pods) == CLICKHOUSE_REFUSAL
+
+
+@pytest.mark.parametrize(
+    ("pods", "failure"),
+    [
+        ([], None),
+        ([pod("t", phase="Running")], None),
+        (
+            [pod("t", terminated={"reason": "OOMKilled", "message": "[1/5] applied: CREATE"})],
+            "OOMKilled: [1/5] applied: CREATE",
+        ),
+        ([pod("t", terminated={"reason": "Error", "exitCode": 2})], "Error (exit code 2)"),
+        (
+            [
+                {
+                    "metadata": {"creationTimestamp": "t"},
+                    "status": {"phase": "Failed", "reason": "Evicted", "message": "low memory"},
+                }
+            ],
+            "low memory",
+        ),
+    ],
+    ids=["no pod", "none failed", "killed", "no message", "evicted"],
+)
+def test_failures_the_apply_command_did_not_explain(
+    pods: list[dict[str, Any]], failure: str | None
+) -> None:
+    assert failure_of(pods) == failure

@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from jobflow.operator.jobs import (
     GROUP,
+    JOB_NAME_LABEL,
     KIND,
     PLURAL,
     SCHEMA_LABEL,
@@ -21,6 +22,7 @@ from jobflow.operator.jobs import (
     applied_condition,
     build_job,
     digest_of,
+    failure_of,
     job_name,
     outcome_of,
 )
@@ -137,8 +139,11 @@ def follow_job(
     current = schema.get("status", {})
     if current.get("jobName") != name:
         return  # a Job of an earlier digest
-    outcome = outcome_of(dict(body.get("status", {})))
-    if current.get("phase") == outcome.phase.value:
+    job_status = dict(body.get("status", {}))
+    failure = _newest_failure(name, namespace) if job_status.get("failed") else None
+    outcome = outcome_of(job_status, failure)
+    # Each failed attempt changes the message, not the phase: one more status and Event.
+    if (current.get("phase"), current.get("message")) == (outcome.phase.value, outcome.message):
         return
     generation = current.get("observedGeneration", schema["metadata"].get("generation", 0))
     api.patch_namespaced_custom_object_status(
@@ -155,13 +160,27 @@ def follow_job(
             }
         },
     )
-    event_type = "Warning" if outcome.phase is Phase.FAILED else "Normal"
+    failing = outcome.phase is Phase.FAILED or outcome.retrying
     reference = kopf.Body(
         cast(kopf.RawBody, {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, **schema})
     )
     kopf.event(
         reference,
-        type=event_type,
-        reason=f"Job{outcome.phase.value}",
+        type="Warning" if failing else "Normal",
+        reason=outcome.event_reason,
         message=f"{name}: {outcome.message}",
     )
+
+
+def _newest_failure(job: str, namespace: str) -> str | None:
+    """Why the Job's newest failed pod failed (its apply command's last line), or None."""
+    try:
+        pods = client.CoreV1Api().list_namespaced_pod(
+            namespace, label_selector=f"{JOB_NAME_LABEL}={job}"
+        )
+    except ApiException as exc:
+        # The Job's own reason is still worth reporting.
+        log.warning("cannot list the pods of Job %s: %s", job, exc.reason)
+        return None
+    serialize = client.ApiClient().sanitize_for_serialization
+    return failure_of([serialize(pod) for pod in pods.items])  # type: ignore[no-untyped-call]

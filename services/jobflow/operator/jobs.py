@@ -15,6 +15,8 @@ PLURAL = "streamschemas"
 KIND = "StreamSchema"
 SCHEMA_LABEL = f"{GROUP}/schema"
 DIGEST_LABEL = f"{GROUP}/digest"
+# Set by the Job controller on each pod of a Job.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 APPLY_COMMAND = ["python", "-m", "jobflow.schema"]
 RUN_AS = 10001
 DEFAULT_RESOURCES = {
@@ -33,8 +35,13 @@ class Phase(StrEnum):
 @dataclass(frozen=True)
 class JobOutcome:
     phase: Phase
-    reason: str
+    reason: str  # the Applied condition's
     message: str
+    retrying: bool = False  # running again after failed attempts
+
+    @property
+    def event_reason(self) -> str:
+        return "JobRetrying" if self.retrying else f"Job{self.phase.value}"
 
 
 def digest_of(target: dict[str, Any], statements: str, parameters: dict[str, str]) -> str:
@@ -118,6 +125,10 @@ def build_job(schema: str, spec: dict[str, Any], statements: str, digest: str) -
                             "command": APPLY_COMMAND,
                             "env": _environment(spec, statements),
                             "resources": job.get("resources") or DEFAULT_RESOURCES,
+                            # A failed pod's termination message is then the end of its log,
+                            # whose last line is the apply command's reason: the operator
+                            # reports it (failure_of).
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": True,
@@ -138,20 +149,57 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def outcome_of(job_status: dict[str, Any]) -> JobOutcome:
-    """What a Job's status says about the apply run."""
+def outcome_of(job_status: dict[str, Any], failure: str | None = None) -> JobOutcome:
+    """What a Job's status says about the apply run; ``failure`` is why its newest failed pod
+    failed (failure_of), which says more than the Job's own reason."""
     if _condition(job_status, "Complete"):
         return JobOutcome(Phase.SUCCEEDED, "Applied", "every statement is in place")
-    failed = _condition(job_status, "Failed")
+    # FailureTarget comes first, with the reason and message Failed will have: the Job is
+    # failing and starts no other pod.
+    failed = _condition(job_status, "Failed") or _condition(job_status, "FailureTarget")
     if failed:
         return JobOutcome(
             Phase.FAILED,
             failed.get("reason") or "JobFailed",
-            failed.get("message") or "the apply Job failed",
+            failure or failed.get("message") or "the apply Job failed",
+        )
+    attempts_failed = int(job_status.get("failed") or 0)
+    if attempts_failed:
+        # Between two attempts a Job has no active pod (the controller waits out its backoff)
+        # and no condition: it has started, and it is not over.
+        attempts = f"{attempts_failed} attempt{'s' if attempts_failed > 1 else ''} failed"
+        last = f", the last one: {failure}" if failure else ""
+        return JobOutcome(
+            Phase.RUNNING, "JobRetrying", f"{attempts}, retrying{last}", retrying=True
         )
     if job_status.get("active"):
         return JobOutcome(Phase.RUNNING, "JobRunning", "the apply Job is running")
     return JobOutcome(Phase.PENDING, "JobPending", "the apply Job has not started yet")
+
+
+def failure_of(pods: list[dict[str, Any]]) -> str | None:
+    """Why the newest failed pod of a Job failed, in a line: the last line of its container's
+    termination message (the apply command's reason, see build_job), else how the container
+    or the pod ended; None when no pod has failed."""
+    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
+    if not failed:
+        return None
+    newest = max(failed, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
+    status = newest["status"]
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if not terminated:
+            continue
+        lines = [line.strip() for line in (terminated.get("message") or "").splitlines()]
+        last = next((line for line in reversed(lines) if line), None)
+        reason = terminated.get("reason")
+        if last:
+            # "Error" only says that the exit code was not 0; OOMKilled and the like say more.
+            return last if reason in (None, "Error") else f"{reason}: {last}"
+        return f"{reason or 'terminated'} (exit code {terminated.get('exitCode')})"
+    # Failed before its container ran, or evicted.
+    why = status.get("message") or status.get("reason")
+    return str(why) if why else None
 
 
 def applied_condition(outcome: JobOutcome, generation: int, now: str) -> dict[str, Any]:
