@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: cluster-up cluster-down cluster-status images cluster-deploy help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
+.PHONY: cluster-up cluster-down cluster-status images cluster-deploy test-cluster help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -186,3 +186,6 @@ images: cluster-up ## build every image of services/Dockerfile into the cluster'
 
 cluster-deploy: images ## install (or upgrade) jobflow on the cluster with helm: lite profile, the host's data plane
 	@$(PYTHON) -m local.cluster deploy
+
+test-cluster: $(call test_needs,test-cluster) ## jobflow on the one-node cluster: install, helm test, curl, upgrade and kill under load, uninstall (starts it)
+	@$(RUN) pytest $(call pytest_args,test-cluster)

@@ -25,6 +25,7 @@ FOLDERS_test := chaos cluster kube stack unit
 FOLDERS_test-unit := unit
 FOLDERS_test-stack := stack
 FOLDERS_test-chaos := chaos
+FOLDERS_test-cluster := cluster
 FOLDERS_chaos := chaos
 
 # tests/kube, and the apply command's tests in the other folders.

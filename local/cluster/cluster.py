@@ -202,7 +202,9 @@ class Cluster:
         builder = images.Builder(self.settings)
         started = time.monotonic()
         builder.python_base()
-        for component, seconds in images.build_services(builder).items():
+        timings = images.build_services(builder)
+        timings["connect"] = images.build_connect(builder)
+        for component, seconds in timings.items():
             built = images.local_image(component)
             builder.import_into_node(built, images.service_image(component))
             step("images", f"{images.service_image(component)}: {builder.size(built)}, "

@@ -33,7 +33,7 @@ import yaml
 from jobflow.__main__ import SERVICES
 from local.cluster.config import ClusterSettings
 from local.cluster.node import PAUSE_IMAGE, kube_bin
-from local.config import REPO
+from local.config import REPO, StackSettings
 from local.output import step
 
 DEBIAN_SUITE = "bookworm"
@@ -44,6 +44,8 @@ DEBIAN_SOURCES = (
 )
 PYTHON_BASE = "localhost/jobflow-python-base:3.11-bookworm"
 COREDNS_IMAGE = "localhost/jobflow-coredns:1.15.0"
+FETCH_BASE = "localhost/jobflow-fetch-base:bookworm"
+KAFKA_BASE = "localhost/jobflow-kafka-base:4.3.1"
 # The host's CA bundle, handed to builds that download (pip, uv, curl) as a build secret: it
 # trusts what this machine trusts (a TLS-inspecting proxy's CA too) and is never stored in a
 # layer.
@@ -163,22 +165,21 @@ class Builder:
 
     # Bases --------------------------------------------------------------------------------------
 
-    def python_base(self) -> None:
-        """Debian with Python 3.11, in the official python image's layout."""
-        if self.exists(PYTHON_BASE):
+    def debian_base(
+        self, image: str, packages: list[str], hooks: list[str], stands_for: str
+    ) -> None:
+        """Debian minbase with ``packages`` (mmdebstrap), ``hooks`` run on its root ($1)."""
+        if self.exists(image):
             return
         started = time.monotonic()
+        cleanup = 'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*'
         with tempfile.TemporaryDirectory(dir=self.settings.path()) as folder:
             rootfs = Path(folder) / "rootfs.tar"
             _run(
                 [
                     "mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar",
-                    "--include=python3.11,python3-pip,python3-venv,ca-certificates",
-                    # The official image's paths; pip may install into it, as into theirs.
-                    "--customize-hook=for name in python3.11 python3 python; do "
-                    'ln -sf /usr/bin/python3.11 "$1/usr/local/bin/$name"; done',
-                    '--customize-hook=rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
-                    "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*",
+                    f"--include={','.join(packages)}",
+                    *(f"--customize-hook={hook}" for hook in [*hooks, cleanup]),
                     DEBIAN_SUITE, str(rootfs), *DEBIAN_SOURCES,
                 ],
                 self.log,
@@ -187,15 +188,60 @@ class Builder:
             try:
                 self.buildah("add", container, str(rootfs), "/")
                 self.buildah(
-                    "config", "--cmd", "python3", "--env", "LANG=C.UTF-8",
-                    "--label", f"org.opencontainers.image.description=Debian {DEBIAN_SUITE} "
-                    "with Python 3.11 (mmdebstrap), standing in for python:3.11-slim-bookworm",
+                    "config", "--env", "LANG=C.UTF-8", "--label",
+                    f"org.opencontainers.image.description=Debian {DEBIAN_SUITE} "
+                    f"(mmdebstrap) with {', '.join(packages)}, standing in for {stands_for}",
                     container,
                 )  # fmt: skip
-                self.buildah("commit", "--quiet", container, PYTHON_BASE)
+                self.buildah("commit", "--quiet", container, image)
             finally:
                 self.buildah("rm", container)
-        step("images", f"{PYTHON_BASE} built in {time.monotonic() - started:.0f}s")
+        step("images", f"{image} built in {time.monotonic() - started:.0f}s")
+
+    def python_base(self) -> None:
+        """Debian with Python 3.11, in the official python image's layout: pip may install
+        into it, as into theirs."""
+        self.debian_base(
+            PYTHON_BASE,
+            ["python3.11", "python3-pip", "python3-venv", "ca-certificates"],
+            [
+                "for name in python3.11 python3 python; do "
+                'ln -sf /usr/bin/python3.11 "$1/usr/local/bin/$name"; done',
+                'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
+            ],
+            "python:3.11-slim-bookworm",
+        )
+
+    def fetch_base(self) -> None:
+        self.debian_base(FETCH_BASE, ["curl", "ca-certificates"], [], "curlimages/curl")
+
+    def kafka_base(self, jars: Path) -> None:
+        """A JRE with the Kafka and Kafka Connect jars the local stack resolved from Maven
+        Central, in /opt/kafka/libs as in Strimzi's image, and its user 1001."""
+        jars_hash = hashlib.sha256(
+            "".join(sorted(path.name for path in jars.glob("*.jar"))).encode()
+        ).hexdigest()
+        if self.exists(KAFKA_BASE) and (
+            self.label(KAFKA_BASE, "dev.jobflow.source-sha256") == jars_hash
+        ):
+            return
+        jre = f"{KAFKA_BASE}-jre"
+        self.debian_base(
+            jre,
+            ["openjdk-17-jre-headless"],
+            ['chroot "$1" useradd --uid 1001 --gid 0 --no-create-home --home-dir /opt/kafka kafka'],
+            "the JRE of quay.io/strimzi/kafka",
+        )
+        container = self.buildah("from", jre).strip()
+        try:
+            self.buildah("copy", container, str(jars), "/opt/kafka/libs")
+            self.buildah(
+                "config", "--user", "1001", "--workingdir", "/opt/kafka",
+                "--annotation", f"dev.jobflow.source-sha256={jars_hash}", container,
+            )  # fmt: skip
+            self.buildah("commit", "--quiet", container, KAFKA_BASE)
+        finally:
+            self.buildah("rm", container)
 
     # The project's images -----------------------------------------------------------------------
 
@@ -241,3 +287,18 @@ def build_services(builder: Builder) -> dict[str, float]:
         )
         timings[component] = time.monotonic() - started
     return timings
+
+
+def build_connect(builder: Builder) -> float:
+    """k8s/connect/Dockerfile's image, on the local stand-ins of its two bases."""
+    started = time.monotonic()
+    builder.fetch_base()
+    builder.kafka_base(StackSettings().path("java", "lib"))
+    builder.build(
+        local_image("connect"),
+        REPO / "k8s" / "connect" / "Dockerfile",
+        None,
+        {"FETCH_IMAGE": FETCH_BASE, "KAFKA_IMAGE": KAFKA_BASE},
+    )
+    return time.monotonic() - started
+

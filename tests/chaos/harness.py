@@ -200,8 +200,11 @@ class Stack:
 # --- The reckoning -----------------------------------------------------------------------------
 
 
-def postgres_statuses(since_epoch_s: int) -> dict[str, list[str]]:
-    with psycopg.connect(PostgresSettings().conninfo(), autocommit=True) as connection:
+def postgres_statuses(
+    since_epoch_s: int, postgres: PostgresSettings | None = None
+) -> dict[str, list[str]]:
+    conninfo = (postgres or PostgresSettings()).conninfo()
+    with psycopg.connect(conninfo, autocommit=True) as connection:
         rows = connection.execute(
             "SELECT id, status FROM jobs WHERE create_date >= %s", (since_epoch_s,)
         ).fetchall()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,17 +21,21 @@ import httpx
 import pytest
 from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.cluster.config import ClusterSettings
-from local.cluster.data_plane import stack_settings
+from local.cluster.data_plane import postgres_settings, stack_settings
 from local.cluster.images import service_image
+from local.cluster.network import in_namespace
 from local.cluster.node import kube_bin
-from local.cluster.release import NAMESPACE, RELEASE
-from local.config import CONTRACTS
+from local.cluster.release import CHART, NAMESPACE, RELEASE, helm_arguments
+from local.config import CONTRACTS, REPO
 
-from jobflow.__main__ import SERVICES
+from jobflow.__main__ import PIPELINE_SERVICES, SERVICES
+from jobflow.core.settings import KafkaSettings
 from jobflow.schema.statements import split_statements
+from tests.chaos.harness import clickhouse_counts, postgres_statuses
 from tests.cluster.conftest import helm, kubectl, pods
 from tests.cluster.figures import FIGURES
 from tests.polling import eventually
+from tests.stack.topics import partition_end_offsets, records_since
 
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -140,7 +146,7 @@ def test_the_charts_clickhouse_schema_fails_on_clickhouse_18_with_the_jobs_reaso
     assert job["status"]["failed"] >= 1
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def adapted_schema(release: ClusterSettings) -> Iterator[str]:
     """A StreamSchema like the chart's, whose statements are the canonical ones adapted for
     ClickHouse 18.16 (local/clickhouse_compat.py, as the local stack applies them)."""
@@ -179,3 +185,169 @@ def test_an_apply_job_creates_clickhouses_tables_and_the_jobs_reach_them(
     count = eventually(rows, timeout_s=120, what="rows in ClickHouse's jobs")
     assert count % 2 == 0, "each job has its create and its finish row"
     FIGURES["ClickHouse rows (create + finish)"] = count
+
+
+# Under load ------------------------------------------------------------------------------------
+
+LOAD_RATE_PER_S = 20
+
+
+@contextmanager
+def load_in_node(settings: ClusterSettings, seconds: float) -> Iterator[dict[str, Any]]:
+    """tests/cluster/load.py for ``seconds`` at LOAD_RATE_PER_S against the receiver Service;
+    the dict it yields is filled with the result when the block exits."""
+    address = kubectl(
+        settings, "-n", NAMESPACE, "get", "service", f"{RELEASE}-receiver",
+        "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}",
+    )  # fmt: skip
+    out = settings.path("load.json")
+    out.unlink(missing_ok=True)
+    command = in_namespace(
+        settings,
+        [sys.executable, "-m", "tests.cluster.load", f"http://{address}",
+         str(LOAD_RATE_PER_S), str(seconds), str(out)],
+    )  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO)  # noqa: S603
+    result: dict[str, Any] = {}
+    try:
+        yield result
+        assert process.wait(timeout=seconds + 90) == 0, "the load generator failed"
+        result.update(json.loads(out.read_text()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def reckon(settings: ClusterSettings, accepted: list[str], since: int, start: Any) -> None:
+    """Every accepted job once in processor-topic, finished in PostgreSQL, and with one create
+    and one finish row in ClickHouse's FINAL view."""
+    data_plane = stack_settings(settings)
+    postgres = postgres_settings(settings)
+
+    def missing() -> list[str] | None:
+        statuses = postgres_statuses(since, postgres)
+        counts = clickhouse_counts(data_plane, since)
+        absent = [
+            job
+            for job in accepted
+            if statuses.get(job) != ["finish"]
+            or counts[(job, "create")] != 1
+            or counts[(job, "finish")] != 1
+        ]
+        return absent or None
+
+    deadline = time.monotonic() + 180
+    while (absent := missing()) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not absent, f"{len(absent)} of {len(accepted)} jobs lost, e.g. {absent[:3]}"
+    kafka = KafkaSettings(bootstrap_servers=data_plane.kafka_bootstrap)
+    done = Counter(
+        json.loads(value)["id"] for _, value in records_since(kafka, start, "processor-topic")
+    )
+    duplicated = [job for job in accepted if done[job] != 1]
+    assert not duplicated, f"{len(duplicated)} jobs not exactly once in processor-topic"
+
+
+def start_offsets(settings: ClusterSettings) -> Any:
+    kafka = KafkaSettings(bootstrap_servers=stack_settings(settings).kafka_bootstrap)
+    return partition_end_offsets(kafka, "processor-topic")
+
+
+# One setting of each service changed: every Deployment rolls.
+UPGRADED_SETTINGS = {
+    "receiver.env.RECEIVER_SLEEP_JITTER_MS": "20",
+    "processor.env.PROCESSOR_POLL_TIMEOUT_S": "0.25",
+    "converter.env.CONVERTER_POLL_TIMEOUT_S": "0.25",
+    "informer.env.INFORMER_BACKEND_TIMEOUT_S": "3",
+}
+
+
+def service_pods(settings: ClusterSettings) -> set[str]:
+    """The Ready pods of the pipeline's services."""
+    return {
+        pod["metadata"]["name"]
+        for pod in pods(settings)
+        if ready(pod)
+        and pod["metadata"]["labels"].get("app.kubernetes.io/component") in PIPELINE_SERVICES
+    }
+
+
+def test_a_rolling_upgrade_under_load_fails_no_request_and_loses_no_job(
+    release: ClusterSettings, adapted_schema: str
+) -> None:
+    since, start = int(time.time()) - 1, start_offsets(release)
+    before = service_pods(release)
+    with load_in_node(release, seconds=60) as result:
+        time.sleep(10)
+        started = time.monotonic()
+        settings = [f"--set={key}={value}" for key, value in UPGRADED_SETTINGS.items()]
+        upgraded = helm(
+            release, "upgrade", RELEASE, str(CHART), *helm_arguments(release), *settings,
+            "--wait", "--timeout=5m",
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        FIGURES["helm upgrade (4 Deployments rolled), s"] = round(time.monotonic() - started, 1)
+    after = service_pods(release)
+    assert len(after) == len(PIPELINE_SERVICES)
+    assert not before & after, "every service pod was replaced"
+    FIGURES["upgrade: requests accepted"] = len(result["accepted"])
+    FIGURES["upgrade: requests failed"] = sum(result["errors"].values())
+    assert not result["errors"], result["errors"]
+    reckon(release, result["accepted"], since, start)
+    FIGURES["upgrade: jobs lost / duplicated"] = "0 / 0"
+
+
+def test_a_processor_pod_killed_mid_load_is_replaced_and_nothing_is_lost_or_doubled(
+    release: ClusterSettings, adapted_schema: str
+) -> None:
+    since, start = int(time.time()) - 1, start_offsets(release)
+    (victim,) = [name for name in service_pods(release) if "-processor-" in name]
+    with load_in_node(release, seconds=45) as result:
+        time.sleep(10)
+        kubectl(release, "-n", NAMESPACE, "delete", "pod", victim, "--grace-period=0", "--force")
+        killed = time.monotonic()
+
+        def replacement() -> str | None:
+            fresh = [name for name in service_pods(release) if "-processor-" in name]
+            return fresh[0] if fresh and fresh[0] != victim else None
+
+        eventually(replacement, timeout_s=120, what="a new processor pod Ready")
+        FIGURES["kill: new processor pod Ready after, s"] = round(time.monotonic() - killed, 1)
+    FIGURES["kill: requests accepted / failed"] = (
+        f"{len(result['accepted'])} / {sum(result['errors'].values())}"
+    )
+    assert not result["errors"], result["errors"]
+    reckon(release, result["accepted"], since, start)
+    FIGURES["kill: jobs lost / duplicated"] = "0 / 0"
+
+
+# Away ------------------------------------------------------------------------------------------
+
+# Every namespaced kind the chart renders, and what its Jobs and Deployments make.
+RELEASE_KINDS = (
+    "deployments,replicasets,pods,services,endpointslices,configmaps,secrets,serviceaccounts,"
+    "roles,rolebindings,networkpolicies,poddisruptionbudgets,horizontalpodautoscalers,jobs,"
+    "streamschemas"
+)
+
+
+def test_uninstall_leaves_only_what_is_documented_to_stay(release: ClusterSettings) -> None:
+    """Last: helm uninstall removes every object of the release (the generated credentials
+    would stay, helm.sh/resource-policy keep; this release has none, since the data plane's
+    Secrets are the user's)."""
+    uninstalled = helm(release, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+
+    def remaining() -> list[str]:
+        listed = kubectl(
+            release, "-n", NAMESPACE, "get", RELEASE_KINDS, "-o", "name",
+            f"--selector=app.kubernetes.io/instance={RELEASE}",
+        )  # fmt: skip
+        return listed.split()
+
+    left = eventually(lambda: not remaining() or None, timeout_s=120, what="the release gone")
+    assert left
+    kept = kubectl(release, "-n", NAMESPACE, "get", "secrets", "-o", "name").split()
+    assert sorted(kept) == ["secret/clickhouse-credentials", "secret/jobflow-postgres"]
+    FIGURES["uninstall: objects left of the release"] = 0

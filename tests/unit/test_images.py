@@ -325,6 +325,7 @@ def test_the_images_carry_oci_labels(images: Dockerfile, project: dict[str, obje
     for stage in final_targets(images):
         own = " ".join(stage.all("LABEL"))
         assert f'org.opencontainers.image.title="jobflow-{stage.name}"' in own
+    assert args["DEBEZIUM_GROUP_PATH"] == args["DEBEZIUM_GROUP"].replace(".", "/")
         assert "org.opencontainers.image.description=" in own
 
 
