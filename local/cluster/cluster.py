@@ -94,6 +94,12 @@ class Cluster:
                     f"network namespace {self.settings.netns} has processes this cluster did "
                     f"not start ({', '.join(pids)}): stop them, or set CLUSTER_NETNS"
                 )
+        conflict = network.link_conflict(self.settings)
+        if conflict:
+            raise ClusterError(
+                f"{conflict}: choose free networks with CLUSTER_LINK, CLUSTER_POD_NETWORK and "
+                "CLUSTER_SERVICE_NETWORK"
+            )
         for name in ("containerd", "runc", "nsenter", "ctr"):
             if shutil.which(name) is None:
                 raise ClusterError(f"{name} is not installed (apt-get install {name})")

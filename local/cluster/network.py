@@ -7,7 +7,9 @@ use for the host's services; the node side is the API server's and the kubelet's
 
 from __future__ import annotations
 
+import json
 import subprocess
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 from local.cluster.config import ClusterSettings
@@ -35,6 +37,26 @@ def namespace_path(settings: ClusterSettings) -> Path:
 
 def exists(settings: ClusterSettings) -> bool:
     return namespace_path(settings).exists()
+
+
+def link_conflict(settings: ClusterSettings) -> str | None:
+    """The host interface, other than the node's own link, with an address in the link's
+    network or the pods' (the node would route that network away from it), if any."""
+    listed = subprocess.run(
+        ["ip", "-json", "-4", "address", "show"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for interface in json.loads(listed.stdout):
+        if interface["ifname"] == HOST_LINK:
+            continue
+        for address in interface.get("addr_info", []):
+            network = IPv4Interface(f"{address['local']}/{address['prefixlen']}").network
+            for ours in (settings.link.network, settings.pod_network, settings.service_network):
+                if network.overlaps(ours):
+                    return f"{interface['ifname']} has {address['local']}, within {ours}"
+    return None
 
 
 def up(settings: ClusterSettings) -> None:
