@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 from jobflow.core.kafka import OutRecord
 from jobflow.core.metrics import BATCH_BUCKETS
 from jobflow.core.models import ClickhouseMessage, JobDone, PostgresMessage
+from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.stage import Stage, StageSettings, create_stage_app
 from jobflow.core.timestamps import NANOS_PER_SECOND, now_ns
@@ -64,3 +65,9 @@ def create(settings: ConverterSettings, kafka: KafkaSettings) -> FastAPI:
         settings=settings,
         kafka=kafka,
     )
+
+
+def main() -> None:
+    """``python -m jobflow converter``: serve until SIGTERM, with settings from the environment."""
+    settings = ConverterSettings()
+    serve(create(settings, KafkaSettings()), settings, "converter")

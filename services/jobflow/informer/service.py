@@ -16,7 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from jobflow.core.ksqldb import KsqlDbClient
 from jobflow.core.metrics import LATENCY_BUCKETS
 from jobflow.core.models import ErrorAnswer, JobInfo
-from jobflow.core.service import create_app
+from jobflow.core.service import create_app, serve
 from jobflow.core.settings import PostgresSettings, ServiceSettings
 from jobflow.informer.backends import (
     BackendError,
@@ -114,3 +114,9 @@ def create(settings: InformerSettings, postgres: PostgresSettings) -> FastAPI:
         return Response(found.to_json(), media_type="application/json")
 
     return app
+
+
+def main() -> None:
+    """``python -m jobflow informer``: serve until SIGTERM, with settings from the environment."""
+    settings = InformerSettings()
+    serve(create(settings, PostgresSettings()), settings, "informer")

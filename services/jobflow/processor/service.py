@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from jobflow.core.kafka import OutRecord
 from jobflow.core.metrics import BATCH_BUCKETS
 from jobflow.core.models import Job, JobDone
+from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.stage import Stage, StageSettings, create_stage_app
 from jobflow.core.timestamps import NANOS_PER_SECOND, now_ns
@@ -55,3 +56,9 @@ def create(settings: ProcessorSettings, kafka: KafkaSettings) -> FastAPI:
         settings=settings,
         kafka=kafka,
     )
+
+
+def main() -> None:
+    """``python -m jobflow processor``: serve until SIGTERM, with settings from the environment."""
+    settings = ProcessorSettings()
+    serve(create(settings, KafkaSettings()), settings, "processor")

@@ -21,7 +21,7 @@ from jobflow.core.kafka import (
     ProducerQueueFullError,
 )
 from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, CreatedJob, ErrorAnswer, Job
-from jobflow.core.service import create_app, kafka_readiness
+from jobflow.core.service import create_app, kafka_readiness, serve
 from jobflow.core.settings import KafkaSettings, ServiceSettings
 from jobflow.receiver.jobs import CreateJobRequest, new_job
 
@@ -137,3 +137,9 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
         return Response(CreatedJob.from_job(job).to_json(), media_type="application/json")
 
     return app
+
+
+def main() -> None:
+    """``python -m jobflow receiver``: serve until SIGTERM, with settings from the environment."""
+    settings = ReceiverSettings()
+    serve(create(settings, KafkaSettings()), settings, "receiver")
