@@ -28,7 +28,7 @@ from local.supervisor import Supervisor
 
 from bench import ingest, pipeline, processor, report, seed
 from bench.measures import rss_mib
-from jobflow.__main__ import PIPELINE_SERVICES
+from jobflow.components import PIPELINE_SERVICES
 from jobflow.core.settings import KafkaSettings
 
 RESULTS = REPO / "bench" / "results"

@@ -25,6 +25,7 @@ import psycopg
 import yaml
 from confluent_kafka.admin import AdminClient
 
+import jobflow.components
 from jobflow.connector import load_connector, register_and_wait
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.schema.apply import apply
@@ -36,8 +37,6 @@ from local.clickhouse_compat import adapt_for_clickhouse_18
 from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
 from local.output import step, warn
 from local.supervisor import Program
-
-SERVICES = ("receiver", "processor", "converter", "informer")
 
 
 def render_template(source: Path, target: Path, values: dict[str, str]) -> None:
@@ -520,13 +519,17 @@ class Service(Component):
     """One of jobflow's own services, run from the project's virtualenv."""
 
     def __init__(
-        self, stack: StackSettings, name: str, port: int, environment: dict[str, str]
+        self,
+        stack: StackSettings,
+        service: jobflow.components.Service,
+        port: int,
+        environment: dict[str, str],
     ) -> None:
         super().__init__(stack)
-        self.name = name
+        self.name = service.name
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
-        self.ports = {port: f"{name.upper()}_PORT"}
+        self.ports = {port: service.port_variable}
         self.environment = environment
 
     def program(self) -> Program:
@@ -576,8 +579,13 @@ def kafka_cluster_id() -> str:
 
 
 def service_environment(stack: StackSettings, postgres: PostgresSettings) -> dict[str, str]:
-    """What every local service is told: the local Kafka, and PostgreSQL as status backend."""
+    """What every local service is told: the local Kafka, and PostgreSQL as status backend;
+    and the services' own and Kafka's variables of ``make up``'s environment."""
     kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+    passed_on = {
+        "KAFKA",
+        *(s.env_prefix.removesuffix("_") for s in jobflow.components.PIPELINE_SERVICES.values()),
+    }
     return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         # ksqlDB cannot run here: the local informer reads statuses from PostgreSQL.
@@ -590,8 +598,7 @@ def service_environment(stack: StackSettings, postgres: PostgresSettings) -> dic
         **{
             key: value
             for key, value in os.environ.items()
-            if key.split("_", 1)[0] in ("RECEIVER", "PROCESSOR", "CONVERTER", "INFORMER", "KAFKA")
-            and key != "KAFKA_BOOTSTRAP_SERVERS"
+            if key.split("_", 1)[0] in passed_on and key != "KAFKA_BOOTSTRAP_SERVERS"
         },
     }
 

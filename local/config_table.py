@@ -13,13 +13,9 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from jobflow.components import SERVICES
 from jobflow.connector import ConnectorSettings
-from jobflow.converter.service import ConverterSettings
 from jobflow.core.settings import KafkaSettings, PostgresSettings
-from jobflow.informer.service import InformerSettings
-from jobflow.operator.run import OperatorSettings
-from jobflow.processor.service import ProcessorSettings
-from jobflow.receiver.service import ReceiverSettings
 from jobflow.schema.__main__ import ApplySettings
 from jobflow.smoke import SmokeSettings
 from jobflow.topics import TopicsSettings
@@ -32,11 +28,7 @@ README = REPO / "README.md"
 SECTIONS: list[tuple[str, type[BaseSettings]]] = [
     ("Kafka (every service)", KafkaSettings),
     ("PostgreSQL (informer's `postgres` backend, local stack)", PostgresSettings),
-    ("receiver", ReceiverSettings),
-    ("processor", ProcessorSettings),
-    ("converter", ConverterSettings),
-    ("informer", InformerSettings),
-    ("operator", OperatorSettings),
+    *((name, service.settings_class()) for name, service in SERVICES.items()),
     ("schema apply command (what the operator's Jobs run)", ApplySettings),
     ("smoke check (`python -m jobflow smoke`, the chart's `helm test`)", SmokeSettings),
     (

@@ -8,11 +8,8 @@ import socket
 import time
 from dataclasses import dataclass
 
-from jobflow.converter.service import ConverterSettings
+from jobflow.components import PIPELINE_SERVICES
 from jobflow.core.settings import PostgresSettings
-from jobflow.informer.service import InformerSettings
-from jobflow.processor.service import ProcessorSettings
-from jobflow.receiver.service import ReceiverSettings
 from local import install
 from local.components import (
     ClickHouse,
@@ -31,12 +28,8 @@ from local.supervisor import Supervisor
 
 
 def service_ports() -> dict[str, int]:
-    return {
-        "receiver": ReceiverSettings().port,
-        "processor": ProcessorSettings().port,
-        "converter": ConverterSettings().port,
-        "informer": InformerSettings().port,
-    }
+    """The port of each service the stack runs, as this environment sets it."""
+    return {name: service.configured_port() for name, service in PIPELINE_SERVICES.items()}
 
 
 def components(stack: StackSettings) -> list[Component]:
@@ -52,7 +45,10 @@ def components(stack: StackSettings) -> list[Component]:
         ClickHouse(stack),
         connect,
         ConnectWatchdog(stack, connect),
-        *(Service(stack, name, port, environment) for name, port in ports.items()),
+        *(
+            Service(stack, spec, ports[name], environment)
+            for name, spec in PIPELINE_SERVICES.items()
+        ),
         Prometheus(stack, ports),
     ]
 
