@@ -1,7 +1,7 @@
 """The Helm chart, checked offline as strictly as we can: helm lint --strict, the values
 schema, a server-side dry-run of every rendered object on a real kube-apiserver (with the
-Strimzi CRDs installed, strict field validation), and consistency with the services and with
-charts/jobflow/files/."""
+Strimzi CRDs installed, strict field validation), and consistency with jobflow/components.py,
+the services' settings and charts/jobflow/files/."""
 
 from __future__ import annotations
 
@@ -17,12 +17,9 @@ from kubernetes import client
 from local.config import CONTRACTS, REPO
 from pydantic_settings import BaseSettings
 
-from jobflow.converter.service import ConverterSettings
-from jobflow.core.settings import KafkaSettings, PostgresSettings, ServiceSettings
-from jobflow.informer.service import InformerSettings
+from jobflow.components import IMAGES, PIPELINE_SERVICES, SERVICES
+from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.operator.run import OperatorSettings
-from jobflow.processor.service import ProcessorSettings
-from jobflow.receiver.service import ReceiverSettings
 from tests.kube.apiserver import ControlPlane, api_client, dry_run_create
 from tests.kube.chart import (
     CHART,
@@ -37,12 +34,6 @@ from tests.kube.chart import (
 # run by make chart-check too (tests/targets.mk)
 pytestmark = pytest.mark.chart
 
-SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
-    "receiver": ReceiverSettings,
-    "processor": ProcessorSettings,
-    "converter": ConverterSettings,
-    "informer": InformerSettings,
-}
 SHARED_SETTINGS = (KafkaSettings, PostgresSettings)
 
 
@@ -91,22 +82,64 @@ def test_a_field_the_api_does_not_know_fails_the_dry_run(
     assert 'unknown field "spec.retentionMs"' in json.loads(str(rejected.value.body))["message"]
 
 
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.title() for word in rest)
+
+
+def test_the_charts_components_are_those_of_jobflow_components() -> None:
+    """Every place the chart names the components, against the one list: the image overrides
+    (values.yaml and its schema), each service's Deployment, image and port, the services that
+    serve metrics (the jobflow.services helper) and the services' variables in *.env."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    overrides = schema["properties"]["image"]["properties"]["overrides"]
+    assert list(values["image"]["overrides"]) == list(IMAGES)
+    assert overrides["required"] == list(overrides["properties"]) == list(IMAGES)
+
+    objects = render()
+    tag = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    deployments = kinds(objects, "Deployment")
+    assert set(deployments) == {f"jobflow-{name}" for name in SERVICES}
+    for name, service in SERVICES.items():
+        (container,) = deployments[f"jobflow-{name}"]["spec"]["template"]["spec"]["containers"]
+        assert (container["name"], container["image"]) == (name, f"jobflow-{name}:{tag}")
+        assert values[name][_camel(service.port_setting)] == service.default_port
+        assert [port["containerPort"] for port in container["ports"]] == [service.default_port]
+        env = {variable["name"]: variable.get("value") for variable in container["env"]}
+        assert env[service.port_variable] == str(service.default_port)
+    (connect,) = kinds(objects, "KafkaConnect").values()
+    assert connect["spec"]["image"] == f"jobflow-connect:{tag}"
+
+    metrics = kinds(objects, "NetworkPolicy")["jobflow-metrics"]["spec"]["podSelector"]
+    (scraped,) = metrics["matchExpressions"]
+    assert scraped["values"] == list(PIPELINE_SERVICES)
+    pattern = schema["definitions"]["env"]["propertyNames"]["pattern"]
+    prefixes = re.fullmatch(r"\^\(([A-Z|]+)\)_\[A-Z0-9_\]\+\$", pattern)
+    assert prefixes is not None, pattern
+    assert set(prefixes.group(1).split("|")) == {
+        "KAFKA",
+        "POSTGRES",
+        *(service.env_prefix.removesuffix("_") for service in PIPELINE_SERVICES.values()),
+    }
+
+
 def _known_variables(component: str) -> set[str]:
     known = set()
     settings: type[BaseSettings]
-    for settings in (SERVICE_SETTINGS[component], *SHARED_SETTINGS):
+    for settings in (PIPELINE_SERVICES[component].settings_class(), *SHARED_SETTINGS):
         prefix = str(settings.model_config.get("env_prefix", ""))
         known |= {f"{prefix}{name}".upper() for name in settings.model_fields}
     return known
 
 
-@pytest.mark.parametrize("component", sorted(SERVICE_SETTINGS))
+@pytest.mark.parametrize("component", sorted(PIPELINE_SERVICES))
 def test_each_service_gets_only_settings_it_reads_on_the_port_it_serves(component: str) -> None:
     deployments = kinds(render(), "Deployment")
     (container,) = deployments[f"jobflow-{component}"]["spec"]["template"]["spec"]["containers"]
     variables = {variable["name"] for variable in container["env"]}
     assert variables <= _known_variables(component)
-    port = SERVICE_SETTINGS[component]().port
+    port = PIPELINE_SERVICES[component].default_port
     assert container["ports"] == [{"name": "http", "containerPort": port}]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -116,9 +149,10 @@ def test_each_service_gets_only_settings_it_reads_on_the_port_it_serves(componen
 
 def test_every_required_setting_is_set() -> None:
     deployments = kinds(render(), "Deployment")
-    for component, settings in SERVICE_SETTINGS.items():
+    for component, service in PIPELINE_SERVICES.items():
         (container,) = deployments[f"jobflow-{component}"]["spec"]["template"]["spec"]["containers"]
         variables = {variable["name"] for variable in container["env"]}
+        settings = service.settings_class()
         prefix = str(settings.model_config.get("env_prefix", ""))
         required = {
             f"{prefix}{name}".upper()
@@ -337,7 +371,7 @@ def test_kafka_auth_makes_the_contract_files_users_and_logs_each_client_in_as_it
 
     bootstrap = values["kafkaAuth"]["bootstrapServers"]
     deployments = kinds(objects, "Deployment")
-    for service in ("receiver", "processor", "converter"):
+    for service in [name for name in PIPELINE_SERVICES if name in contract]:
         pod = deployments[f"jobflow-{service}"]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         env = {e["name"]: e["value"] for e in container["env"]}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from local.config import CONTRACTS, REPO
 
-from jobflow.__main__ import PIPELINE_SERVICES as SERVICES
+from jobflow.components import PIPELINE_SERVICES as SERVICES
 from jobflow.smoke import SmokeSettings
 from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, kinds, render
 

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from jobflow.components import PIPELINE_SERVICES, SERVICES
 from jobflow.operator.jobs import build_job
 from tests.kube.apiserver import binaries
 from tests.kube.chart import PROFILES, kinds, platform_objects, render
@@ -310,7 +311,6 @@ def cluster_of(*helm_arguments: str) -> Cluster:
 
 # What the pipeline needs. -----------------------------------------------------------------------
 
-SERVICES = ("receiver", "processor", "converter", "informer")
 CHART_KAFKA_CLIENTS = ("receiver", "processor", "converter", "connect", "topics")
 KAFKA_CLIENTS = (*CHART_KAFKA_CLIENTS, "clickhouse", "ksqldb", "keda")
 
@@ -339,7 +339,7 @@ def needed_flows(
         for client in ("clickhouse", "ksqldb")
         if client in present and strimzi_kafka
     }
-    flows |= {("prometheus", service, "http") for service in SERVICES}
+    flows |= {("prometheus", service, "http") for service in PIPELINE_SERVICES}
     flows.add(("informer", informer_reads, "postgres" if informer_reads != "ksqldb" else "http"))
     flows.add(("connect", postgres, "postgres"))
     api_callers = ["operator"]
@@ -438,7 +438,7 @@ def test_every_pod_of_the_release_is_under_default_deny() -> None:
         for e in cluster.endpoints.values()
         if e.labels.get("app.kubernetes.io/instance") == "jobflow"
     ]
-    assert {e.name for e in release} >= {*SERVICES, "operator", "postgres", "schema-apply"}
+    assert {e.name for e in release} >= {*SERVICES, "postgres", "schema-apply"}
     # Kafka Connect's pods are Strimzi's, under a policy of their own.
     release.append(cluster.endpoints["connect"])
     assert all(e.policed_egress and e.policed_ingress for e in release)

@@ -1,12 +1,11 @@
 """skaffold.yaml, checked offline: every config and every profile against skaffold's published
-schema (skaffold/v4beta14), the files it names, the images it builds against the chart, and
-the order of deployment."""
+schema (skaffold/v4beta14), the files it names, the images it builds against
+jobflow/components.py, and the order of deployment."""
 
 from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import yaml
 from jsonschema import Draft7Validator
 from local.config import REPO
 
-from tests.kube.chart import CHART, PROFILES
+from jobflow.components import IMAGES
+from tests.kube.chart import PROFILES
 from tests.kube.conftest import SHARED, require_shared_file, strimzi_version
 
 # run by make chart-check too (tests/targets.mk)
@@ -131,25 +131,21 @@ def test_each_profile_deploys_the_chart_with_its_tested_values_file() -> None:
     assert any("ksqldb" in path for path in configs()["platform"]["manifests"]["rawYaml"])
 
 
-def dockerfile_targets(path: Path) -> set[str]:
-    return set(
-        re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", path.read_text(), re.MULTILINE | re.IGNORECASE)
-    )
-
-
-def test_the_images_built_are_the_images_the_chart_runs() -> None:
+def test_it_builds_each_image_of_jobflow_components_and_hands_it_to_the_chart() -> None:
     config = configs()["jobflow"]
-    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
-    components = set(yaml.safe_load((CHART / "values.yaml").read_text())["image"]["overrides"])
-    assert set(artifacts) == {f"jobflow-{component}" for component in components}
-    for image, artifact in artifacts.items():
-        target = artifact["docker"].get("target")
-        dockerfile = REPO / artifact.get("context", ".") / artifact["docker"]["dockerfile"]
-        assert target is None or target in dockerfile_targets(dockerfile), image
+    built = [
+        (
+            artifact["image"],
+            str(Path(artifact.get("context", ".")) / artifact["docker"]["dockerfile"]),
+            artifact["docker"].get("target"),
+        )
+        for artifact in config["build"]["artifacts"]
+    ]
+    assert built == [(f"jobflow-{i.name}", i.dockerfile, i.target) for i in IMAGES.values()]
     (release,) = config["deploy"]["helm"]["releases"]
     assert release["setValueTemplates"] == {
-        f"image.overrides.{component}": f"{{{{.IMAGE_FULLY_QUALIFIED_jobflow_{component}}}}}"
-        for component in components
+        f"image.overrides.{name}": f"{{{{.IMAGE_FULLY_QUALIFIED_jobflow_{name}}}}}"
+        for name in IMAGES
     }
 
 

@@ -1,8 +1,9 @@
 """The Dockerfiles: lint-clean, and in step with what the tests install and run.
 
 Images cannot be built here, so these tests read services/Dockerfile and k8s/connect/Dockerfile
-and check them against their sources of truth: the Makefile's uv, uv.lock, the services'
-settings, the operator's Job securityContext and local/install.py's Debezium artifact.
+and check them against their sources of truth: jobflow/components.py (the targets, what each
+runs and the port it serves on), the Makefile's uv, uv.lock, the operator's Job securityContext
+and local/install.py's Debezium artifact.
 """
 
 from __future__ import annotations
@@ -22,13 +23,8 @@ import pytest
 import yaml
 from local.install import DEBEZIUM_JDBC
 
-from jobflow.__main__ import SERVICES
-from jobflow.converter.service import ConverterSettings
-from jobflow.informer.service import InformerSettings
+from jobflow.components import IMAGES, SERVICES
 from jobflow.operator.jobs import RUN_AS
-from jobflow.operator.run import OperatorSettings
-from jobflow.processor.service import ProcessorSettings
-from jobflow.receiver.service import ReceiverSettings
 
 # run by make security-check and make chart-check too (tests/targets.mk)
 pytestmark = [pytest.mark.security, pytest.mark.chart]
@@ -37,16 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DOCKERFILE = ROOT / "services" / "Dockerfile"
 CONNECT_DOCKERFILE = ROOT / "k8s" / "connect" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-
-# The port each image serves on: the default of its settings. OperatorSettings needs
-# OPERATOR_NAMESPACE to be instantiated, so the defaults are read from the fields.
-PORTS = {
-    "receiver": ReceiverSettings.model_fields["port"].default,
-    "processor": ProcessorSettings.model_fields["port"].default,
-    "converter": ConverterSettings.model_fields["port"].default,
-    "informer": InformerSettings.model_fields["port"].default,
-    "operator": OperatorSettings.model_fields["liveness_port"].default,
-}
 
 
 @dataclass(frozen=True)
@@ -266,8 +252,9 @@ def test_the_base_image_runs_the_python_the_tests_run(
 # --- services/Dockerfile: how the images run -----------------------------------------------
 
 
-def test_there_is_one_final_target_per_service(images: Dockerfile) -> None:
-    assert sorted(stage.name for stage in final_targets(images)) == sorted(SERVICES)
+def test_the_final_targets_are_the_images_jobflow_components_lists(images: Dockerfile) -> None:
+    listed = [i.target for i in IMAGES.values() if ROOT / i.dockerfile == SERVICES_DOCKERFILE]
+    assert sorted(stage.name for stage in final_targets(images)) == sorted(map(str, listed))
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -282,7 +269,7 @@ def test_each_target_runs_its_service(images: Dockerfile, service: str) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_target_exposes_its_settings_default_port(images: Dockerfile, service: str) -> None:
     exposed = [port for stage in images.lineage(service) for port in stage.all("EXPOSE")]
-    assert exposed == [str(PORTS[service])]
+    assert exposed == [str(SERVICES[service].default_port)]
 
 
 def test_no_cmd_or_entrypoint_is_in_shell_form(images: Dockerfile, connect: Dockerfile) -> None:

@@ -171,7 +171,8 @@ ServiceMonitor kind.
 {{- $mode -}}
 {{- end -}}
 
-{{/* The services that serve /metrics on their "http" port. */}}
+{{/* The services that serve /metrics on their "http" port: the pipeline services of
+services/jobflow/components.py, which tests/kube/test_chart.py checks this against. */}}
 {{- define "jobflow.services" -}}
 {{- list "receiver" "processor" "converter" "informer" | toJson -}}
 {{- end -}}
