@@ -301,4 +301,3 @@ def build_connect(builder: Builder) -> float:
         {"FETCH_IMAGE": FETCH_BASE, "KAFKA_IMAGE": KAFKA_BASE},
     )
     return time.monotonic() - started
-

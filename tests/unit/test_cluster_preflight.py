@@ -17,4 +17,3 @@ def test_a_link_inside_a_network_the_host_already_has_is_refused() -> None:
 def test_pod_and_service_networks_are_checked_too() -> None:
     assert link_conflict(ClusterSettings(pod_network=IPv4Network("127.0.0.0/16"))) is not None
     assert link_conflict(ClusterSettings(service_network=IPv4Network("127.64.0.0/10"))) is not None
-
