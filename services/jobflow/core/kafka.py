@@ -163,9 +163,10 @@ class AsyncProducer:
     # Transactions (the producer was made with a transactional.id). librdkafka's transactional
     # calls block until the coordinator answers; they run on a worker thread while the polling
     # thread goes on serving delivery reports. A failure raises KafkaException whose KafkaError
-    # says how to go on: retriable() (call again), txn_requires_abort() (abort, start over from
-    # the last committed input), or fatal() (this producer is done, e.g. fenced by a newer
-    # instance with the same transactional.id).
+    # says how to go on: retriable() (timed out, goes on in the background; calling again
+    # resumes it, but a commit is given up on instead: StageRunner._commit says why),
+    # txn_requires_abort() (abort, start over from the last committed input), or fatal() (this
+    # producer is done, e.g. fenced by a newer instance with the same transactional.id).
 
     async def init_transactions(self, timeout_s: float) -> None:
         await self._transactional(

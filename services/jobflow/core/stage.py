@@ -27,7 +27,6 @@ from typing import Generic, TypeVar
 from confluent_kafka import KafkaException, Message
 from fastapi import FastAPI
 from pydantic import Field, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from jobflow.core.kafka import (
     AsyncProducer,
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 MAX_ABORT_PAUSE_S = 5.0
 # How much longer than the delivery timeout a transaction may stay open.
 TRANSACTION_SLACK_MS = 10_000
-# Calls of commit_transaction while its error stays retriable, before the producer is given up.
-COMMIT_ATTEMPTS = 5
 # The first retry of a transactional request (see transactional_config).
 TRANSACTION_RETRY_BACKOFF_MS = 5
 # While records are being handled, how often to look for new ones and for finished batches.
@@ -263,7 +260,7 @@ class StageRunner(Generic[In]):
                 await self._consumer.group_metadata(),
                 self._transaction_timeout_s,
             )
-            await self._commit_retrying()
+            await self._commit()
         except (KafkaException, ProducerQueueFullError) as exc:
             await self._abort(exc, acks)
             raise
@@ -283,29 +280,26 @@ class StageRunner(Generic[In]):
             return
         TRANSACTIONS.labels(self._stage.name, "aborted").inc()
 
-    async def _commit_retrying(self) -> None:
-        """commit_transaction, called again while its error is retriable, as documented: a
-        few times, with growing pauses; then the producer is given up on (a fresh process's
-        producer fences this one and settles the transaction)."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_retriable),
-            stop=stop_after_attempt(COMMIT_ATTEMPTS),
-            wait=wait_exponential(multiplier=0.1, max=MAX_ABORT_PAUSE_S),
-            before_sleep=lambda state: log.warning(
-                "transaction commit failed; trying again",
-                extra={"error": str(state.outcome and state.outcome.exception())},
-            ),
-            reraise=True,
-        )
+    async def _commit(self) -> None:
+        """commit_transaction, once: a commit that does not finish in time gives the producer up.
+
+        librdkafka reports such a commit as retriable and goes on with it in the background,
+        sending its EndTxn request again after a request timeout: one may reach the coordinator
+        later. Our librdkafka speaks the transaction protocol from before KIP-890 part 2 (EndTxn
+        v1), in which a producer keeps one epoch across its transactions, so a late
+        EndTxn(commit) that arrives once the next transaction has begun commits that one part
+        way (librdkafka issue #5423). Hence the commit is not called again nor aborted, and this
+        producer begins no other transaction: the stage stops, and the next process's
+        init_transactions bumps the epoch, which fences whatever this producer still has in
+        flight and settles the open transaction.
+        """
         try:
-            async for attempt in retrying:
-                with attempt:
-                    await self._producer.commit_transaction(self._transaction_timeout_s)
+            await self._producer.commit_transaction(self._transaction_timeout_s)
         except KafkaException as exc:
-            if _retriable(exc):
+            if kafka_error(exc).retriable():
                 TRANSACTIONS.labels(self._stage.name, "failed").inc()
                 raise ProducerFailedError(
-                    f"commit still retriable after {COMMIT_ATTEMPTS} attempts: {exc}"
+                    f"commit did not finish in time and may still land: {exc}"
                 ) from exc
             raise
 
@@ -366,10 +360,6 @@ class StageRunner(Generic[In]):
                 ("dlq.source.offset", str(where.offset).encode()),
             ),
         )
-
-
-def _retriable(error: BaseException) -> bool:
-    return isinstance(error, KafkaException) and kafka_error(error).retriable()
 
 
 def _worth_retrying(error: BaseException) -> bool:
