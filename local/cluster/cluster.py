@@ -210,6 +210,7 @@ class Cluster:
         builder.python_base()
         timings = images.build_services(builder)
         timings["connect"] = images.build_connect(builder)
+        timings["tank"] = images.build_tank(builder)
         for component, seconds in timings.items():
             built = images.local_image(component)
             builder.import_into_node(built, images.service_image(component))

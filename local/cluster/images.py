@@ -301,3 +301,13 @@ def build_connect(builder: Builder) -> float:
         {"FETCH_IMAGE": FETCH_BASE, "KAFKA_IMAGE": KAFKA_BASE},
     )
     return time.monotonic() - started
+
+
+def build_tank(builder: Builder) -> float:
+    """loadtest/Dockerfile's image (yandex-tank with BFG and our gun), on the local Python base:
+    the loadtest Job's image with loadtest.generator bfg (phantom's image cannot be pulled)."""
+    started = time.monotonic()
+    builder.build(
+        local_image("tank"), REPO / "loadtest" / "Dockerfile", None, {"PYTHON_IMAGE": PYTHON_BASE}
+    )
+    return time.monotonic() - started

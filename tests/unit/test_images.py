@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.security, pytest.mark.chart]
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DOCKERFILE = ROOT / "services" / "Dockerfile"
 CONNECT_DOCKERFILE = ROOT / "k8s" / "connect" / "Dockerfile"
+TANK_DOCKERFILE = ROOT / "loadtest" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 
@@ -140,6 +141,11 @@ def connect() -> Dockerfile:
 
 
 @pytest.fixture(scope="module")
+def tank() -> Dockerfile:
+    return parse(TANK_DOCKERFILE)
+
+
+@pytest.fixture(scope="module")
 def project() -> dict[str, object]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert isinstance(data, dict)
@@ -153,7 +159,9 @@ def final_targets(images: Dockerfile) -> list[Stage]:
 # --- lint ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dockerfile", [SERVICES_DOCKERFILE, CONNECT_DOCKERFILE], ids=str)
+@pytest.mark.parametrize(
+    "dockerfile", [SERVICES_DOCKERFILE, CONNECT_DOCKERFILE, TANK_DOCKERFILE], ids=str
+)
 def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
         "hadolint"
@@ -209,20 +217,26 @@ def test_the_image_installs_exactly_the_locked_runtime_dependencies(images: Dock
     assert build.env()["UV_PYTHON_DOWNLOADS"] == "never"
 
 
-def test_the_build_copies_only_the_project_files(images: Dockerfile) -> None:
-    copied = {
+def context_sources(dockerfile: Dockerfile) -> set[str]:
+    """What the Dockerfile copies from the build context (not from another of its stages)."""
+    return {
         source
-        for stage in images.stages
+        for stage in dockerfile.stages
         for value in stage.all("COPY") + stage.all("ADD")
         for source in copy_sources(value)[0]
         if not copy_sources(value)[1]
     }
-    assert copied == {"pyproject.toml", "uv.lock", "README.md", "services/"}
+
+
+def test_the_build_copies_only_the_project_files(images: Dockerfile) -> None:
+    assert context_sources(images) == {"pyproject.toml", "uv.lock", "README.md", "services/"}
     assert images.stage("runtime").all("COPY") == ["--from=build /opt/venv /opt/venv"]
     assert not images.stage("runtime").all("ADD")
 
 
-def test_the_dockerignore_keeps_what_the_build_copies_and_nothing_else() -> None:
+def test_the_dockerignore_keeps_what_the_builds_copy_and_nothing_else(
+    images: Dockerfile, tank: Dockerfile
+) -> None:
     patterns = [
         line.strip()
         for line in DOCKERIGNORE.read_text().splitlines()
@@ -230,7 +244,8 @@ def test_the_dockerignore_keeps_what_the_build_copies_and_nothing_else() -> None
     ]
     assert patterns[0] == "*", "the context is an allowlist"
     kept = {pattern.removeprefix("!") for pattern in patterns if pattern.startswith("!")}
-    assert kept == {"pyproject.toml", "uv.lock", "README.md", "services/"}
+    # Both build from the repository's root, with this one file.
+    assert kept == context_sources(images) | context_sources(tank)
 
 
 def test_the_base_image_runs_the_python_the_tests_run(
@@ -272,8 +287,10 @@ def test_each_target_exposes_its_settings_default_port(images: Dockerfile, servi
     assert exposed == [str(SERVICES[service].default_port)]
 
 
-def test_no_cmd_or_entrypoint_is_in_shell_form(images: Dockerfile, connect: Dockerfile) -> None:
-    for dockerfile in (images, connect):
+def test_no_cmd_or_entrypoint_is_in_shell_form(
+    images: Dockerfile, connect: Dockerfile, tank: Dockerfile
+) -> None:
+    for dockerfile in (images, connect, tank):
         for stage in dockerfile.stages:
             for value in stage.all("CMD") + stage.all("ENTRYPOINT"):
                 exec_form(value)
@@ -402,3 +419,41 @@ def test_the_build_stage_installs_from_the_files_it_copies_alone(
     )
     assert "No module named 'pytest'" in imported.stderr, "the dev group is not installed"
     assert imported.stderr.count("No module named") == 1, imported.stderr
+
+
+# --- loadtest/Dockerfile: yandex-tank with BFG and our gun -----------------------------------
+
+
+def test_the_tank_installs_the_loadtest_group_alone_with_the_services_uv(
+    images: Dockerfile, tank: Dockerfile
+) -> None:
+    """The environment `make loadtest-env` makes (uv group loadtest), without the project or
+    its dependencies, from the lock file, with the base and the uv of the services' images."""
+    assert tank.global_args["PYTHON_IMAGE"] == images.global_args["PYTHON_IMAGE"]
+
+    def uv_installs(dockerfile: Dockerfile) -> list[str]:
+        runs = dockerfile.stage("build").all("RUN")
+        return [match.group(1) for run in runs for match in re.finditer(r"\buv==(\S+)", run)]
+
+    assert uv_installs(tank) == uv_installs(images)
+    build = tank.stage("build")
+    (sync,) = [shlex.split(run) for run in build.all("RUN") if "uv sync" in run]
+    options = sync[sync.index("sync") + 1 :]
+    assert {"--frozen", "--only-group", "loadtest", "--no-install-project"} <= set(options)
+    assert "--group loadtest" in (ROOT / "Makefile").read_text(), "make loadtest-env's group"
+    assert context_sources(tank) == {"pyproject.toml", "uv.lock", "loadtest/gun.py"}
+    assert build.env()["UV_PYTHON_DOWNLOADS"] == "never"
+    assert build.env()["UV_COMPILE_BYTECODE"] == "1"
+
+
+def test_the_tank_runs_as_the_charts_user_and_writes_nothing(tank: Dockerfile) -> None:
+    final = tank.stages[-1]
+    assert final.last("USER") == f"{RUN_AS}:{RUN_AS}"
+    (adduser,) = [run for run in final.all("RUN") if "useradd" in run]
+    assert f"--uid {RUN_AS}" in adduser
+    # Nothing compiled at run time: a read-only root filesystem costs nothing.
+    assert tank.stage("base").env()["PYTHONDONTWRITEBYTECODE"] == "1"
+    environment = tank.stage("build").env()["UV_PROJECT_ENVIRONMENT"]
+    assert final.env()["PATH"].startswith(f"{environment}/bin:")
+    assert not any(stage.all("VOLUME") for stage in tank.stages)
+    assert exec_form(final.last("CMD"))[0] == "yandex-tank"
