@@ -50,6 +50,8 @@ class CreateJobGun:
         self.timeout_s = float(self.gun.get_option("timeout_s", "10"))
         acked_ids_dir = self.gun.get_option("acked_ids_dir", "")
         if acked_ids_dir:
+            # In a pod the directory is on a fresh volume, and each instance may be the first.
+            os.makedirs(acked_ids_dir, exist_ok=True)
             # One file per instance process: no locking between them. Line-buffered, so a
             # process the tank kills at the end loses at most the id it was writing.
             path = os.path.join(acked_ids_dir, f"acked-{os.getpid()}.ids")

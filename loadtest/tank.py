@@ -1,9 +1,10 @@
 """Run yandex-tank here, with the BFG generator and our keep-alive gun (loadtest/gun.py).
 
-The chart's profiles (charts/jobflow/files/loadtest/*.yaml) drive phantom, which these machines
-cannot install. A local run takes the same schedule (and autostop criteria) from a profile and
-hands it to BFG instead, so the load has one definition. yandex-tank runs from its own
-environment (.venv-loadtest: `make loadtest-env`).
+The chart's profiles (charts/jobflow/files/loadtest/seed.yaml, ramp.yaml) drive phantom, which
+these machines cannot install. A local run takes the same schedule (and autostop criteria) from
+a profile and hands it to BFG as files/loadtest/bfg.yaml configures it, as the chart's loadtest
+Job does with loadtest.generator bfg, so the load and the generator each have one definition.
+yandex-tank runs from its own environment (.venv-loadtest: `make loadtest-env`).
 
     python -m loadtest.tank seed [--url URL] [--schedule "const(25, 20s)"] [--instances N]
 
@@ -27,12 +28,14 @@ import yaml
 from local.config import CONTRACTS, REPO
 
 PROFILES = CONTRACTS / "loadtest"
+PROFILE_NAMES = ("seed", "ramp")
+# BFG's configuration, which a profile's load is merged into.
+BFG = PROFILES / "bfg.yaml"
+# The request, in phantom's format.
+AMMO = PROFILES / "ammo.txt"
 TANK = REPO / ".venv-loadtest" / "bin" / "yandex-tank"
 GUN = Path(__file__).resolve().parent / "gun.py"
 RECEIVER_URL = "http://127.0.0.1:8001/api/v1/create/job"
-# One instance is one process with one connection, waiting for each answer: enough of them to
-# keep the offered rate when answers slow down, few enough for two CPUs to schedule.
-DEFAULT_INSTANCES = 32
 
 
 @dataclass(frozen=True)
@@ -101,16 +104,53 @@ def profile(name: str) -> dict[str, Any]:
     return loaded
 
 
+def bfg_base() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(BFG.read_text())
+    return loaded
+
+
+# One instance is one process with one connection, waiting for each answer (bfg.yaml says why
+# this many).
+DEFAULT_INSTANCES = int(bfg_base()["bfg"]["instances"])
+
+
+def bfg_profile(name: str) -> dict[str, Any]:
+    """A profile for BFG: bfg.yaml with the profile's load_profile as bfg's and its autostop.
+    The chart's loadtest Job runs this with loadtest.generator bfg (its template merges the
+    same way), the target and paths given as options."""
+    config = bfg_base()
+    source = profile(name)
+    config["bfg"]["load_profile"] = source["phantom"]["load_profile"]
+    if "autostop" in source:
+        config["autostop"] = source["autostop"]
+    return config
+
+
+def caseline_ammo(body: bytes | None = None) -> bytes:
+    """ammo.txt's request as BFG's caseline ammo, `case<TAB>body`: its case (the tag, which
+    names the gun's method) and ``body``, by default its own (empty: the seed's curl sends
+    none)."""
+    header, request = AMMO.read_bytes().split(b"\n", 1)
+    _, case = header.split(b" ", 1)
+    own_body = request.split(b"\r\n\r\n", 1)[1]
+    return case + b"\t" + (own_body if body is None else body) + b"\n"
+
+
 def schedule_of(name: str) -> str:
     return str(profile(name)["phantom"]["load_profile"]["schedule"])
 
 
-def shortened(schedule: str, seconds: int) -> str:
-    """A constant schedule's rate for ``seconds`` instead: `const(25, 300s)` → `const(25, 20s)`."""
+def const_rate(schedule: str) -> int:
+    """A constant schedule's requests per second: `const(25, 300s)` → 25."""
     matched = re.fullmatch(r"\s*const\(\s*(\d+)\s*,\s*[^)]+\)\s*", schedule)
     if matched is None:
-        raise ValueError(f"only a const(...) schedule can be shortened, not {schedule!r}")
-    return f"const({matched.group(1)}, {seconds}s)"
+        raise ValueError(f"only a const(...) schedule has one rate, not {schedule!r}")
+    return int(matched.group(1))
+
+
+def shortened(schedule: str, seconds: int) -> str:
+    """A constant schedule's rate for ``seconds`` instead: `const(25, 300s)` → `const(25, 20s)`."""
+    return f"const({const_rate(schedule)}, {seconds}s)"
 
 
 def autostop_of(name: str) -> list[str]:
@@ -128,30 +168,20 @@ def tank_config(
     instances: int,
     autostop: list[str],
 ) -> dict[str, object]:
-    config: dict[str, object] = {
-        "core": {"artifacts_base_dir": str(workdir / "artifacts"), "lock_dir": str(workdir)},
-        "phantom": {"enabled": False},
-        "bfg": {
-            "enabled": True,
-            "package": "yandextank.plugins.Bfg",
-            "gun_type": "ultimate",
-            # BFG's default is 1,000 processes.
-            "instances": instances,
-            "ammo_type": "caseline",
-            "ammofile": str(workdir / "ammo.txt"),
-            "load_profile": {"load_type": "rps", "schedule": schedule},
-            "gun_config": {
-                "module_path": str(GUN),
-                "module_name": "gun",
-                "class_name": "CreateJobGun",
-                "target_url": url,
-                "acked_ids_dir": str(workdir / "acked"),
-            },
-        },
-        "console": {"enabled": False},
-        "telegraf": {"enabled": False},
-        "autostop": {"enabled": bool(autostop), "autostop": autostop},
+    """bfg.yaml with ``schedule`` (rps) and ``autostop``, aimed at ``url``, in ``workdir``."""
+    config = bfg_base()
+    config["core"] = {"artifacts_base_dir": str(workdir / "artifacts"), "lock_dir": str(workdir)}
+    config["bfg"] |= {
+        "instances": instances,
+        "ammofile": str(workdir / "ammo.txt"),
+        "load_profile": {"load_type": "rps", "schedule": schedule},
     }
+    config["bfg"]["gun_config"] |= {
+        "module_path": str(GUN),
+        "target_url": url,
+        "acked_ids_dir": str(workdir / "acked"),
+    }
+    config["autostop"] = {"enabled": bool(autostop), "autostop": autostop}
     return config
 
 
@@ -159,20 +189,20 @@ def run(
     schedule: str,
     *,
     url: str = RECEIVER_URL,
-    body: bytes = b"",
+    body: bytes | None = None,
     instances: int = DEFAULT_INSTANCES,
     autostop: list[str] | None = None,
     workdir: Path | None = None,
 ) -> TankRun:
     """One yandex-tank run of ``schedule`` (rps) against ``url``, each request with ``body``
-    (empty: no body, as the seed's curl sends it)."""
+    (by default ammo.txt's: none, as the seed's curl sends it)."""
     if not TANK.exists():
         raise FileNotFoundError(f"{TANK} is missing: run `make loadtest-env`")
-    if b"\n" in body or b"\t" in body:
+    if body is not None and (b"\n" in body or b"\t" in body):
         raise ValueError("a caseline ammo body cannot hold a newline or a tab")
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tank-"))
     (workdir / "acked").mkdir(parents=True, exist_ok=True)
-    (workdir / "ammo.txt").write_bytes(b"create_job\t" + body + b"\n")
+    (workdir / "ammo.txt").write_bytes(caseline_ammo(body))
     config = workdir / "tank.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -233,7 +263,7 @@ def read_acked_ids(directory: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.tank", description=__doc__)
-    parser.add_argument("profile", choices=["seed", "ramp"], help="chart profile to take from")
+    parser.add_argument("profile", choices=PROFILE_NAMES, help="chart profile to take from")
     parser.add_argument("--url", default=RECEIVER_URL)
     parser.add_argument("--schedule", help="instead of the profile's, e.g. 'const(25, 20s)'")
     parser.add_argument("--instances", type=int, default=DEFAULT_INSTANCES)

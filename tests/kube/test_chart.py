@@ -330,6 +330,7 @@ def test_the_profiles_are_the_ones_documented() -> None:
     assert set(PROFILES) == {
         "lite",
         "loadtest",
+        "loadtest-bfg",
         "external-postgres",
         "external-kafka",
         "kafka-auth",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from loadtest.tank import PROFILE_NAMES, bfg_profile, caseline_ammo
 from local.config import CONTRACTS, REPO
 
 from jobflow.components import PIPELINE_SERVICES as SERVICES
@@ -19,6 +20,8 @@ from tests.kube.chart import CHART, PROFILES, WITH_PROMETHEUS_OPERATOR, helm, ki
 
 # run by make chart-check too (tests/targets.mk)
 pytestmark = pytest.mark.chart
+
+TANK_DOCKERFILE = REPO / "loadtest" / "Dockerfile"
 
 
 def test_each_service_has_a_disruption_budget_that_selects_its_pods() -> None:
@@ -199,6 +202,50 @@ def test_the_loadtest_is_off_by_default_and_is_the_contract_files_when_on() -> N
     assert tank["workingDir"] in mounts
     (holder,) = job["spec"]["template"]["spec"]["containers"]
     assert {m["mountPath"] for m in holder["volumeMounts"]} == {tank["workingDir"]}
+
+
+def options(container: dict[str, Any]) -> dict[str, str]:
+    """The container's yandex-tank ``--option=KEY=VALUE`` arguments."""
+    pairs = [arg.removeprefix("--option=").split("=", 1) for arg in container["args"]]
+    return {key: value for key, value in pairs if not key.startswith("--")}
+
+
+def test_the_bfg_loadtest_runs_our_gun_on_the_profile_merged_into_bfg_yaml() -> None:
+    objects = render(*PROFILES["loadtest-bfg"])
+    config = kinds(objects, "ConfigMap")["jobflow-loadtest"]
+    # What loadtest/tank.py derives for local runs, from the same files.
+    assert {name: yaml.safe_load(config["data"][f"{name}.yaml"]) for name in PROFILE_NAMES} == {
+        name: bfg_profile(name) for name in PROFILE_NAMES
+    }
+    assert config["data"]["ammo.txt"] == caseline_ammo().decode() == "create_job\t\n"
+    (job,) = kinds(objects, "Job").values()
+    assert "annotations" not in job["metadata"], "no checkov skip: the image has a version tag"
+    _, tank = job["spec"]["template"]["spec"]["initContainers"]
+    (holder,) = job["spec"]["template"]["spec"]["containers"]
+    # Named like the services' images, which the same values place.
+    receiver = kinds(objects, "Deployment")["jobflow-receiver"]["spec"]["template"]["spec"]
+    receiver_image = receiver["containers"][0]["image"]
+    assert tank["image"] == holder["image"] == receiver_image.replace("-receiver:", "-tank:")
+    assert tank["args"][0] == "--config=/etc/tank/seed.yaml"
+    given = options(tank)
+    port = kinds(objects, "Service")["jobflow-receiver"]["spec"]["ports"][0]["port"]
+    assert given["bfg.gun_config.target_url"] == f"http://jobflow-receiver:{port}/api/v1/create/job"
+    gun = re.search(r"^COPY loadtest/gun\.py (\S+)$", TANK_DOCKERFILE.read_text(), re.MULTILINE)
+    assert gun is not None
+    assert given["bfg.gun_config.module_path"] == gun.group(1)
+    assert given["bfg.ammofile"] == "/etc/tank/ammo.txt"
+    # The artifacts (bfgout.log) and the acknowledged ids are where the results are copied from.
+    for key in ("bfg.gun_config.acked_ids_dir", "core.artifacts_base_dir"):
+        assert given[key].startswith(f"{tank['workingDir']}/"), key
+    assert not [key for key in given if key.startswith("phantom.")]
+    assert "bfg.load_profile.schedule" not in given, "the profile's own schedule"
+
+    short = render(*PROFILES["loadtest-bfg"], "--set-json", 'loadtest.schedule="const(25, 20s)"')
+    (job,) = kinds(short, "Job").values()
+    _, tank = job["spec"]["template"]["spec"]["initContainers"]
+    assert options(tank)["bfg.load_profile.schedule"] == "const(25, 20s)"
+    refused = helm("template", "jobflow", str(CHART), "--set", "loadtest.schedule=x';rm")
+    assert refused.returncode != 0
 
 
 def test_the_seed_profile_is_the_seeds_load() -> None:

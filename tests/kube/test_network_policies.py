@@ -403,6 +403,7 @@ OPEN_APIS = {("receiver", "http"), ("informer", "http")}
         ("lite", "postgres", "postgres", "tcp-plain"),
         ("external-postgres", "ksqldb", "external-postgres", "tcp-plain"),
         ("loadtest", "ksqldb", "postgres", "tcp-plain"),
+        ("loadtest-bfg", "ksqldb", "postgres", "tcp-plain"),
         ("kafka-auth", "ksqldb", "postgres", "tcp-scram"),
         ("external-kafka", "ksqldb", "postgres", "tcp-plain"),
         ("lite+external-kafka", "postgres", "postgres", "tcp-plain"),
@@ -412,9 +413,16 @@ def test_each_profile_allows_exactly_the_flows_the_pipeline_needs(
     profile: str, informer_reads: str, postgres: str, listener: str
 ) -> None:
     cluster = cluster_of(*(a for name in profile.split("+") for a in PROFILES.get(name, ())))
-    assert ("loadtest" in cluster.endpoints) == (profile == "loadtest")
+    assert ("loadtest" in cluster.endpoints) == profile.startswith("loadtest")
     assert ("topics" in cluster.endpoints) == profile.endswith("external-kafka")
-    known = {"lite", "external-postgres", "loadtest", "kafka-auth", "external-kafka"}
+    known = {
+        "lite",
+        "external-postgres",
+        "loadtest",
+        "loadtest-bfg",
+        "kafka-auth",
+        "external-kafka",
+    }
     assert set(PROFILES) <= known, "a new one?"
     needed = needed_flows(
         cluster, informer_reads=informer_reads, postgres=postgres, listener=listener

@@ -1,5 +1,5 @@
-"""The chart's yandex-tank profiles pass yandex-tank's own validator (yandextank 2.0.11 in the
-`loadtest` environment, which `make test` builds)."""
+"""The chart's yandex-tank profiles, and their BFG versions, pass yandex-tank's own validator
+(yandextank 2.0.11 in the `loadtest` environment, which `make test` builds)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from loadtest import tank
 from local.config import CONTRACTS, REPO
 
 TANK_PYTHON = REPO / ".venv-loadtest" / "bin" / "python"
-PROFILES = sorted((CONTRACTS / "loadtest").glob("*.yaml"))
+# The profiles; files/loadtest/bfg.yaml is none, but what BFG adds to one.
+PROFILES = sorted(
+    path for path in (CONTRACTS / "loadtest").glob("*.yaml") if path.name != tank.BFG.name
+)
 
 
 def validate(*configs: Path) -> subprocess.CompletedProcess[str]:
@@ -28,6 +31,7 @@ def validate(*configs: Path) -> subprocess.CompletedProcess[str]:
 
 def test_there_are_the_seed_and_ramp_profiles() -> None:
     assert [p.name for p in PROFILES] == ["ramp.yaml", "seed.yaml"]
+    assert sorted(tank.PROFILE_NAMES) == [p.stem for p in PROFILES]
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
@@ -63,6 +67,29 @@ def test_the_local_bfg_config_from_a_profile_passes_the_validator(
     assert validated.returncode == 0, validated.stdout + validated.stderr
 
 
+@pytest.mark.parametrize("name", tank.PROFILE_NAMES)
+def test_the_bfg_profile_with_what_the_chart_gives_at_run_time_passes_the_validator(
+    name: str, tmp_path: Path
+) -> None:
+    """The profile as the chart's loadtest Job runs it with loadtest.generator bfg
+    (tests/kube/test_chart_operations.py checks that the chart renders this very config), with
+    the Job's --option values."""
+    config = tank.bfg_profile(name)
+    config["bfg"]["gun_config"] |= {
+        "target_url": "http://jobflow-receiver:8001/api/v1/create/job",
+        "module_path": "/opt/jobflow/gun.py",
+        "acked_ids_dir": "/results/acked",
+    }
+    config["bfg"]["ammofile"] = "/etc/tank/ammo.txt"
+    config["core"] = {"artifacts_base_dir": "/results/artifacts", "lock_dir": "/tmp"}  # noqa: S108
+    path = tmp_path / "tank.yaml"
+    path.write_text(yaml.safe_dump(config))
+    validated = validate(path)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert config["bfg"]["load_profile"] == tank.profile(name)["phantom"]["load_profile"]
+    assert tank.autostop_of(name) == config.get("autostop", {}).get("autostop", [])
+
+
 def test_the_local_run_takes_the_profiles_schedule_and_autostop() -> None:
     assert tank.schedule_of("seed") == "const(25, 300s)"
     assert tank.autostop_of("seed") == []
@@ -76,6 +103,7 @@ def test_the_local_run_takes_the_profiles_schedule_and_autostop() -> None:
 
 def test_a_constant_schedule_is_shortened_at_the_same_rate() -> None:
     assert tank.shortened("const(25, 300s)", 20) == "const(25, 20s)"
+    assert tank.const_rate("const(25, 20s)") == 25
     with pytest.raises(ValueError, match="only a const"):
         tank.shortened("line(1, 2000, 300s)", 20)
 
