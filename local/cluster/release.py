@@ -56,7 +56,9 @@ def write_values(settings: ClusterSettings) -> Path:
     return path
 
 
-def namespace_manifests(settings: ClusterSettings) -> list[dict[str, Any]]:
+def namespace_manifests(
+    settings: ClusterSettings, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
     """The namespace, enforcing the restricted Pod Security Standard as k8s/namespace.yaml
     does, and the Secrets holding the data plane's credentials, which the chart reads and,
     for servers it does not run, never generates."""
@@ -70,7 +72,7 @@ def namespace_manifests(settings: ClusterSettings) -> list[dict[str, Any]]:
         return {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": namespace},
             "stringData": {"username": username, "password": password},
         }
 
@@ -78,7 +80,7 @@ def namespace_manifests(settings: ClusterSettings) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": NAMESPACE, "labels": restricted},
+            "metadata": {"name": namespace, "labels": restricted},
         },
         secret("jobflow-postgres", postgres.user, postgres.password.get_secret_value()),
         secret(
@@ -89,7 +91,7 @@ def namespace_manifests(settings: ClusterSettings) -> list[dict[str, Any]]:
     ]
 
 
-def helm_arguments(settings: ClusterSettings) -> list[str]:
+def helm_arguments(settings: ClusterSettings, namespace: str = NAMESPACE) -> list[str]:
     """What follows ``helm install|upgrade RELEASE CHART`` for this cluster."""
     files = [*PROFILES, write_values(settings)]
-    return ["--namespace", NAMESPACE, *(f"--values={path}" for path in files)]
+    return ["--namespace", namespace, *(f"--values={path}" for path in files)]
