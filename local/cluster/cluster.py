@@ -207,11 +207,7 @@ class Cluster:
             raise ClusterError("the node is not running: make cluster-up first")
         builder = images.Builder(self.settings)
         started = time.monotonic()
-        builder.python_base()
-        timings = images.build_services(builder)
-        timings["connect"] = images.build_connect(builder)
-        timings["tank"] = images.build_tank(builder)
-        for component, seconds in timings.items():
+        for component, seconds in images.build_all(builder).items():
             built = images.local_image(component)
             builder.import_into_node(built, images.service_image(component))
             step("images", f"{images.service_image(component)}: {builder.size(built)}, "

@@ -28,7 +28,7 @@ from local.cluster.node import kube_bin
 from local.cluster.release import CHART, NAMESPACE, RELEASE, helm_arguments
 from local.config import CONTRACTS, REPO
 
-from jobflow.__main__ import PIPELINE_SERVICES, SERVICES
+from jobflow.components import PIPELINE_SERVICES, SERVICES
 from jobflow.core.settings import KafkaSettings
 from jobflow.schema.statements import split_statements
 from tests.chaos.harness import clickhouse_counts, postgres_statuses
