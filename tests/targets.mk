@@ -16,8 +16,8 @@
 NEEDS_unit := loadtest-env
 NEEDS_stack := loadtest-env
 NEEDS_chaos :=
-NEEDS_cluster := kube-tools
-NEEDS_kube := kube-tools strimzi-crds checkov-env
+NEEDS_cluster := kube-tools loadtest-env
+NEEDS_kube := kube-tools strimzi-crds checkov-env loadtest-env
 
 # `make test` runs every folder, unnarrowed.
 FOLDERS_test := chaos cluster kube stack unit
