@@ -265,6 +265,7 @@ class Cluster:
             self.supervisor.shutdown()
             step("cluster", "processes stopped")
         self._stop_leftover_shims()
+        self._unmount_leftovers()
         data_plane.down(self.settings)
         step("cluster", "data plane stopped")
         network.down(self.settings)
@@ -287,6 +288,20 @@ class Cluster:
                 and (socket.encode() in command)
             ):
                 _kill_shim(int(entry.name))
+
+    def _unmount_leftovers(self) -> None:
+        """What the kubelet and containerd mounted under the cluster's folder (volumes,
+        containers' root filesystems) and, stopped, left mounted; deepest first."""
+        root = str(self.settings.dir.resolve())
+        points = [
+            line.split()[1].replace("\\040", " ")
+            for line in Path("/proc/self/mounts").read_text().splitlines()
+        ]
+        ours = sorted({point for point in points if point.startswith(root + "/")}, key=len)
+        for point in reversed(ours):
+            subprocess.run(["umount", "--lazy", point], check=False)  # noqa: S603, S607
+        if ours:
+            step("cluster", f"{len(ours)} mounts the node left under its folder unmounted")
 
     def status(self) -> list[tuple[str, str, int]]:
         if not self.supervisor.running():
