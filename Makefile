@@ -181,7 +181,7 @@ cluster-down: $(VENV)/.synced ## stop the cluster (only what cluster-up started)
 cluster-status: $(VENV)/.synced ## state and pid of every process of the cluster
 	@$(PYTHON) -m local.cluster status
 
-images: cluster-up ## build every image of services/Dockerfile into the cluster's containerd
+images: cluster-up ## build every image (services, Connect, the tank) into the cluster's containerd
 	@$(PYTHON) -m local.cluster images
 
 cluster-deploy: images ## install (or upgrade) jobflow on the cluster with helm: lite profile, the host's data plane
