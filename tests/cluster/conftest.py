@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from local.cluster.cluster import kubectl
 from local.cluster.config import ClusterSettings
 from local.cluster.node import kube_bin
 from local.cluster.release import NAMESPACE, RELEASE
@@ -35,13 +36,6 @@ def cluster() -> ClusterSettings:
     FIGURES["node up, s"] = round(run_cluster_command("up"), 1)
     FIGURES["images built and imported, s"] = round(run_cluster_command("images"), 1)
     return ClusterSettings()
-
-
-def kubectl(settings: ClusterSettings, *arguments: str) -> str:
-    command = [str(kube_bin("kubectl")), f"--kubeconfig={settings.kubeconfig}", *arguments]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
-    assert done.returncode == 0, f"kubectl {' '.join(arguments)}: {done.stderr}"
-    return done.stdout
 
 
 def helm(settings: ClusterSettings, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -24,13 +24,14 @@ from typing import Any
 import pytest
 import yaml
 from loadtest import tank
+from local.cluster.cluster import kubectl
 from local.cluster.config import ClusterSettings
 from local.cluster.data_plane import postgres_settings
 from local.cluster.node import kube_bin
 from local.cluster.release import CHART, helm_arguments, namespace_manifests
 
 from tests.chaos.harness import postgres_statuses
-from tests.cluster.conftest import helm, kubectl
+from tests.cluster.conftest import helm
 from tests.cluster.figures import FIGURES
 
 NAMESPACE = "jobflow-tank"

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from local.clickhouse_compat import adapt_for_clickhouse_18
+from local.cluster.cluster import kubectl
 from local.cluster.config import ClusterSettings
 from local.cluster.data_plane import postgres_settings, stack_settings
 from local.cluster.images import service_image
@@ -32,7 +33,7 @@ from jobflow.components import PIPELINE_SERVICES, SERVICES
 from jobflow.core.settings import KafkaSettings
 from jobflow.schema.statements import split_statements
 from tests.chaos.harness import clickhouse_counts, postgres_statuses
-from tests.cluster.conftest import helm, kubectl, pods
+from tests.cluster.conftest import helm, pods
 from tests.cluster.figures import FIGURES
 from tests.polling import eventually
 from tests.stack.topics import partition_end_offsets, records_since
@@ -165,8 +166,7 @@ def adapted_schema(release: ClusterSettings) -> Iterator[str]:
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": spec,
     }
-    command = [str(kube_bin("kubectl")), f"--kubeconfig={release.kubeconfig}", "apply", "-f", "-"]
-    subprocess.run(command, input=json.dumps(manifest), text=True, check=True)  # noqa: S603
+    kubectl(release, "apply", "-f", "-", input_text=json.dumps(manifest))
     yield name
     kubectl(release, "-n", NAMESPACE, "delete", "streamschema", name, "--wait=true")
 
