@@ -8,11 +8,12 @@ The processors under test run on topics of their own, so that the stack's data i
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections import Counter
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 
 from jobflow.core.models import MAX_SLEEP_MS, Job
 from jobflow.core.settings import KafkaSettings
@@ -47,6 +48,28 @@ def load(kafka: KafkaSettings, topic: str, count: int = JOBS, sleep_ms: int = 20
     ]
     produce(kafka, topic, [(job.id.encode(), job.to_json()) for job in work])
     return [str(job.id) for job in work]
+
+
+def load_into(kafka: KafkaSettings, topic: str, partition: int, sleeps_ms: list[int]) -> list[Job]:
+    """Jobs written in this order into one ``partition`` of ``topic``."""
+    work = [Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=ms, data="") for ms in sleeps_ms]
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "enable.idempotence": True})
+    for job in work:
+        producer.produce(topic, key=job.id.encode(), value=job.to_json(), partition=partition)
+    assert producer.flush(10) == 0
+    return work
+
+
+def done_ids(kafka: KafkaSettings, topic: str, wanted: set[str], timeout_s: float) -> set[str]:
+    """Which of ``wanted`` a read_committed reader finds done in ``topic`` within the time."""
+    found = read_until(
+        kafka,
+        topic,
+        lambda messages: {(m.key() or b"").decode() for m in messages} >= wanted,
+        lambda message: (message.key() or b"").decode() in wanted,
+        timeout_s,
+    )
+    return {(message.key() or b"").decode() for message in found}
 
 
 def transactions(processor: ServiceProcess, outcome: str) -> float:
@@ -105,14 +128,25 @@ def test_a_second_instance_with_the_same_id_fences_the_first(
             assert_each_job_done_exactly_once(kafka, same_name, ids)
 
 
+# Per partition, in order. Slow jobs, so that each rebalance finds records in flight:
+# consumed, being handled, not yet committed. Those of partitions taken away must not be
+# committed by the instance that loses them, or the new owner would do them again. Among them
+# long ones, so that a rebalance also finds records finished above an unfinished one,
+# committed with it in the metadata or not yet. Enough of them to last (200 in flight) until
+# the second instance is in and out.
+UNIFORM_MS = [1_000] * 2_000
+LONG_AMONG_SHORT_MS = ([10_000] + [1_000] * 199) * 10
+
+
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "sleeps_ms", [UNIFORM_MS, LONG_AMONG_SHORT_MS], ids=["uniform", "long among short"]
+)
 def test_instances_joining_and_leaving_mid_load_leave_each_job_done_exactly_once(
-    kafka: KafkaSettings, isolated: dict[str, str]
+    kafka: KafkaSettings, isolated: dict[str, str], sleeps_ms: list[int]
 ) -> None:
-    # Slow jobs, so that each rebalance finds records in flight: consumed, being handled, not
-    # yet committed. Those of partitions taken away must not be committed by the instance that
-    # loses them, or the new owner would do them again.
-    ids = load(kafka, isolated["KAFKA_RECEIVER_TOPIC"], count=6000, sleep_ms=1000)
+    source = isolated["KAFKA_RECEIVER_TOPIC"]
+    ids = [str(job.id) for p in range(3) for job in load_into(kafka, source, p, sleeps_ms)]
     with service_process("processor", isolated) as first:
         eventually(lambda: transactions(first, "committed") >= 3, 60, "no transaction committed")
         with service_process("processor", isolated) as second:
@@ -146,3 +180,80 @@ def test_an_instance_full_of_long_jobs_lets_a_new_instance_in_at_once(
             # they are not left paused by the pause that preceded the rebalance.
             eventually(lambda: in_flight(first) > 0, 30, "the first stays paused")
             assert transactions(first, "committed") == 0, "a job of a minute ended already"
+
+
+# Records of one partition finish out of order: each is committed when it is done, with the
+# offsets done above a long job in the commit's metadata.
+
+LONG_MS = 12_000
+
+
+@pytest.mark.timeout(120)
+def test_short_jobs_behind_a_long_one_in_its_partition_are_done_while_it_runs(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    # One job of 12 s, then 20 of 50 ms, all in one partition: the short ones' outputs are
+    # committed as each ends, not when the long one does.
+    with service_process("processor", isolated) as processor:
+        long_job, *short = load_into(
+            kafka, isolated["KAFKA_RECEIVER_TOPIC"], 0, [LONG_MS] + [50] * 20
+        )
+        started = time.monotonic()
+        short_ids = {str(job.id) for job in short}
+        target = isolated["KAFKA_PROCESSOR_TOPIC"]
+        assert done_ids(kafka, target, short_ids, timeout_s=10) == short_ids
+        assert time.monotonic() - started < LONG_MS / 1000 / 2, "the short jobs waited"
+        assert str(long_job.id) not in done_ids(kafka, target, {str(long_job.id)}, 0.5)
+        assert in_flight(processor) == 1
+        assert_each_job_done_exactly_once(
+            kafka, isolated, [str(job.id) for job in [long_job, *short]]
+        )
+
+
+def handled(processor: ServiceProcess, topic: str) -> float:
+    """How many records of ``topic`` the processor handled (not counting those it skipped)."""
+    return processor.metric(f'jobflow_records_consumed_total{{topic="{topic}"}}')
+
+
+@pytest.mark.timeout(180)
+def test_after_kill_9_only_the_unfinished_jobs_are_done_again(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    # Each partition starts with a long job, then short ones. Once the short ones are done,
+    # the processor is killed: its successor does the long jobs again and skips the rest.
+    source, target = isolated["KAFKA_RECEIVER_TOPIC"], isolated["KAFKA_PROCESSOR_TOPIC"]
+    work = [job for p in range(3) for job in load_into(kafka, source, p, [LONG_MS] + [20] * 100)]
+    short_ids = {str(job.id) for job in work if job.sleep != LONG_MS}
+    with service_process("processor", isolated) as first:
+        assert done_ids(kafka, target, short_ids, timeout_s=15) == short_ids
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+    with service_process("processor", isolated) as second:
+        assert_each_job_done_exactly_once(kafka, isolated, [str(job.id) for job in work])
+        assert handled(second, source) == 3
+        assert second.metric(f'jobflow_records_skipped_total{{topic="{source}"}}') == 300
+
+
+@pytest.mark.timeout(180)
+def test_when_the_offsets_above_a_long_job_do_not_fit_its_partition_commits_in_order(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    # No room for metadata at all: what finishes above the long job waits for it, then all is
+    # committed; a crash meanwhile loses nothing either.
+    env = {**isolated, "PROCESSOR_OFFSET_METADATA_MAX_BYTES": "0"}
+    source, target = env["KAFKA_RECEIVER_TOPIC"], env["KAFKA_PROCESSOR_TOPIC"]
+    work = load_into(kafka, source, 0, [10_000] + [20] * 50)
+    ids = [str(job.id) for job in work]
+    with service_process("processor", env) as first:
+        eventually(
+            lambda: first.metric('jobflow_offset_metadata_full_total{stage="processor"}') > 0,
+            10,
+            "the metadata did not overflow",
+        )
+        assert done_ids(kafka, target, set(ids[1:]), timeout_s=2) == set()
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+    with service_process("processor", env) as second:
+        assert done_ids(kafka, target, set(ids[1:]), timeout_s=5) == set()
+        assert_each_job_done_exactly_once(kafka, env, ids)
+        assert handled(second, source) == len(ids)

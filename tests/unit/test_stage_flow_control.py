@@ -1,4 +1,4 @@
-"""A stage whose in-flight bound is full waits for its oldest batch for up to a poll timeout.
+"""A stage whose in-flight bound is full waits for a record to finish for up to a poll timeout.
 Only when that is not enough does it pause its partitions, and then it goes on polling, so that
 long jobs never hold a rebalance up. A pause throws away what the consumer fetched ahead, which
 short jobs need: pausing at once cut a processor's throughput to less than half."""
@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from confluent_kafka import Message
 
-from jobflow.core.kafka import OutRecord
+from jobflow.core.kafka import OutRecord, position
 from jobflow.core.settings import KafkaSettings
-from jobflow.core.stage import StageRunner, _Batch
+from jobflow.core.stage import StageRunner, _Record
 
 POLL_TIMEOUT_S = 0.2
 
@@ -38,47 +38,48 @@ class RecordingConsumer:
         return False
 
 
-def full_runner(consumer: RecordingConsumer, job_s: float) -> tuple[StageRunner[Any], _Batch]:
-    """A runner with room for one record, holding one whose job takes ``job_s``."""
+def full_runner(
+    consumer: RecordingConsumer, job_s: float
+) -> tuple[StageRunner[Any], asyncio.Future[list[OutRecord]]]:
+    """A runner with room for one record, handling one whose job takes ``job_s``."""
     stage = cast(Any, type("S", (), {"name": "processor"})())
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
     runner = StageRunner(stage, cast(Any, consumer), cast(Any, None), kafka, 1, POLL_TIMEOUT_S)
     message = Message(topic="receiver-topic", partition=0, offset=0, value=b"{}")
-    outputs: list[list[OutRecord]] = [[]]
+    outputs: list[OutRecord] = []
     job = asyncio.ensure_future(asyncio.sleep(job_s, result=outputs))
-    batch = _Batch([message], job, time.perf_counter())
-    runner._in_flight.append(batch)
-    return runner, batch
+    runner._handling[job] = _Record(message, position(message), time.perf_counter())
+    job.add_done_callback(runner._on_finished)
+    return runner, job
 
 
-async def test_a_full_stage_whose_oldest_job_ends_soon_neither_pauses_nor_polls() -> None:
+async def test_a_full_stage_whose_job_ends_soon_neither_pauses_nor_polls() -> None:
     consumer = RecordingConsumer()
-    runner, batch = full_runner(consumer, job_s=0.01)
+    runner, job = full_runner(consumer, job_s=0.01)
     await runner._consume_more()
-    assert batch.handled.done()
+    assert job.done()
     assert consumer.calls == []
 
 
 async def test_a_full_stage_with_a_long_job_pauses_and_polls_without_waiting_for_it() -> None:
     consumer = RecordingConsumer()
-    runner, batch = full_runner(consumer, job_s=60)
+    runner, job = full_runner(consumer, job_s=60)
     try:
         await runner._consume_more()
-        assert not batch.handled.done(), "waited for the job instead of polling"
+        assert not job.done(), "waited for the job instead of polling"
         assert consumer.calls == ["pause", "consume(1, 0)"]
         # Still full on the next turn: paused again (covering any partitions assigned since),
         # polled again.
         await runner._consume_more()
         assert consumer.calls == ["pause", "consume(1, 0)"] * 2
     finally:
-        batch.handled.cancel()
+        job.cancel()
 
 
 async def test_room_again_resumes_before_polling() -> None:
     consumer = RecordingConsumer()
-    runner, batch = full_runner(consumer, job_s=60)
+    runner, _ = full_runner(consumer, job_s=60)
     await runner._consume_more()
-    batch.handled.cancel()
-    runner._in_flight.clear()
+    runner._drop_in_flight()
     await runner._consume_more()
     assert consumer.calls[2:] == ["resume", f"consume(1, {POLL_TIMEOUT_S})"]

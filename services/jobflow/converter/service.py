@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jobflow.core.kafka import OutRecord
-from jobflow.core.metrics import BATCH_BUCKETS
+from jobflow.core.metrics import JOB_BUCKETS
 from jobflow.core.models import ClickhouseMessage, JobDone, PostgresMessage
 from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings
@@ -19,7 +19,7 @@ JOBS_CONVERTED = Counter("jobflow_jobs_converted_total", "JobDone records the co
 PIPELINE_LATENCY = Histogram(
     "jobflow_pipeline_latency_seconds",
     "From a job's create_date to the converter handing its rows to the sinks' topics.",
-    buckets=BATCH_BUCKETS,
+    buckets=JOB_BUCKETS,
 )
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -394,31 +394,49 @@ class BatchConsumer:
         """The consumer's group metadata, which a transaction commits offsets for."""
         return await self._call(self._consumer.consumer_group_metadata)
 
-    async def rewind_to_committed(self, timeout_s: float) -> None:
-        """Seek every assigned partition back to its committed offset (or its start, when
-        nothing was committed yet): what an aborted transaction consumed is consumed again."""
+    async def committed(
+        self, partitions: Iterable[tuple[str, int]], timeout_s: float
+    ) -> list[TopicPartition]:
+        """The committed offsets of ``partitions``, with their metadata (a negative offset:
+        nothing committed yet)."""
+        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+        return await self._call(self._committed, wanted, timeout_s)
 
-        def rewind() -> None:
+    def _committed(
+        self, partitions: list[TopicPartition], timeout_s: float
+    ) -> list[TopicPartition]:
+        committed: list[TopicPartition] = self._consumer.committed(partitions, timeout=timeout_s)
+        for partition in committed:
+            if partition.error is not None:
+                # Its offset (-1001) would read as "nothing committed" and replay the
+                # partition from its start: better to stop and be restarted.
+                raise KafkaException(partition.error)
+        return committed
+
+    async def rewind_to_committed(self, timeout_s: float) -> list[TopicPartition]:
+        """Seek every assigned partition back to its committed offset (or its start, when
+        nothing was committed yet): what an aborted transaction consumed is consumed again.
+        Returns the committed offsets, with their metadata."""
+
+        def rewind() -> list[TopicPartition]:
             assignment = self._consumer.assignment()
             if not assignment:
-                return
-            for committed in self._consumer.committed(assignment, timeout=timeout_s):
-                if committed.error is not None:
-                    # Its offset (-1001) would read as "nothing committed" and replay the
-                    # partition from its start: better to stop and be restarted.
-                    raise KafkaException(committed.error)
-                offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
+                return []
+            committed = self._committed(assignment, timeout_s)
+            for partition in committed:
+                offset = partition.offset if partition.offset >= 0 else OFFSET_BEGINNING
                 try:
                     self._consumer.seek(
-                        TopicPartition(committed.topic, committed.partition, offset)
+                        TopicPartition(partition.topic, partition.partition, offset)
                     )
                 except KafkaException as exc:
                     # Assigned within the same poll as a revoke, its fetch not started yet:
                     # it starts from the committed offset anyway.
                     if kafka_error(exc).code() != KafkaError._STATE:
                         raise
+            return committed
 
-        await self._call(rewind)
+        return await self._call(rewind)
 
     async def close(self) -> None:
         """Leave the group, after any call still running on the consumer's thread."""
@@ -450,19 +468,6 @@ def position(message: Message) -> Position:
     return Position(topic, partition, offset)
 
 
-def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
-    """For each partition in ``messages``, the offset after its last record (what to commit)."""
-    highest: dict[tuple[str, int], int] = {}
-    for message in messages:
-        where = position(message)
-        key = (where.topic, where.partition)
-        highest[key] = max(highest.get(key, -1), where.offset)
-    return [
-        TopicPartition(topic, partition, offset + 1)
-        for (topic, partition), offset in highest.items()
-    ]
-
-
 __all__ = [
     "AsyncProducer",
     "BatchConsumer",
@@ -472,6 +477,5 @@ __all__ = [
     "ProducerFailedError",
     "ProducerQueueFullError",
     "kafka_error",
-    "next_offsets",
     "position",
 ]

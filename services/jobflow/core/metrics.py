@@ -11,8 +11,8 @@ from importlib.metadata import version
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# A batch lasts as long as its longest job (up to a minute).
-BATCH_BUCKETS = (*LATENCY_BUCKETS, 30.0, 60.0, 120.0)
+# A job may last a minute.
+JOB_BUCKETS = (*LATENCY_BUCKETS, 30.0, 60.0, 120.0)
 
 BUILD_INFO = Info("jobflow_build", "Version of the running jobflow service.")
 
@@ -35,11 +35,23 @@ DLQ_RECORDS = Counter(
     "Records sent to a dead-letter topic because they could not be decoded.",
     ["topic"],
 )
-BATCH_SECONDS = Histogram(
-    "jobflow_batch_duration_seconds",
-    "Time to handle one consumed batch, from the first record to the committed offsets.",
+RECORD_SECONDS = Histogram(
+    "jobflow_record_duration_seconds",
+    "Time from consuming a record to committing its outputs.",
     ["stage"],
-    buckets=BATCH_BUCKETS,
+    buckets=JOB_BUCKETS,
+)
+RECORDS_SKIPPED = Counter(
+    "jobflow_records_skipped_total",
+    "Records consumed again that were already done (their commit's metadata says so): after "
+    "a rewind, a rebalance or a restart.",
+    ["topic"],
+)
+OFFSET_METADATA_FULL = Counter(
+    "jobflow_offset_metadata_full_total",
+    "Commits that left a partition's finished records for later, because the offsets done "
+    "above its lowest unfinished record did not fit in the commit's metadata.",
+    ["stage"],
 )
 RECORDS_IN_FLIGHT = Gauge(
     "jobflow_records_in_flight", "Consumed records whose outputs are not committed yet.", ["stage"]

@@ -1,12 +1,20 @@
 """Consume-transform-produce: the loop shared by processor and converter.
 
 Records are handled as soon as they are consumed, many at once (the processor's sleeps
-overlap). Finished records are committed in consumption order: in one Kafka transaction, their
-outputs are produced and their input offsets committed, so readers of the output topics
-(read_committed) see a record's outputs exactly when its offset is committed, and a crash
-anywhere neither loses a record nor duplicates one. A record that cannot be decoded goes to
-the input topic's dead-letter topic, with headers saying why, in the same transaction, and the
-stage goes on.
+overlap), and each is committed as soon as it is done, whatever else is in flight: in one Kafka
+transaction, the outputs of the records finished since the last one are produced and their
+input offsets committed, so readers of the output topics (read_committed) see a record's
+outputs exactly when it is committed, and a crash anywhere neither loses a record nor
+duplicates one. Kafka commits one offset per partition, below which every record is done; the
+records done above it (finished while an earlier one still runs) travel in the commit's
+metadata and are skipped by whoever consumes the partition next (see offsets.py).
+
+What is promised: each record's outputs are produced exactly once, together, in one
+transaction. Not promised: any order between records, even of one key or partition; a job
+finishes when its own sleep ends.
+
+A record that cannot be decoded goes to the input topic's dead-letter topic, with headers
+saying why, in the same way, and the stage goes on.
 """
 
 from __future__ import annotations
@@ -18,13 +26,13 @@ import signal
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import defaultdict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaException, Message, TopicPartition
 from fastapi import FastAPI
 from pydantic import Field, ValidationError
 
@@ -37,17 +45,19 @@ from jobflow.core.kafka import (
     ProducerFailedError,
     ProducerQueueFullError,
     kafka_error,
-    next_offsets,
     position,
 )
 from jobflow.core.metrics import (
-    BATCH_SECONDS,
     DLQ_RECORDS,
+    OFFSET_METADATA_FULL,
+    RECORD_SECONDS,
     RECORDS_CONSUMED,
     RECORDS_IN_FLIGHT,
+    RECORDS_SKIPPED,
     TRANSACTIONS,
 )
 from jobflow.core.models import WireModel
+from jobflow.core.offsets import DEFAULT_MAX_METADATA_BYTES, Completions, Partition
 from jobflow.core.service import create_app, kafka_readiness
 from jobflow.core.settings import KafkaSettings, ServiceSettings
 
@@ -59,7 +69,7 @@ MAX_ABORT_PAUSE_S = 5.0
 TRANSACTION_SLACK_MS = 10_000
 # The first retry of a transactional request (see transactional_config).
 TRANSACTION_RETRY_BACKOFF_MS = 5
-# While records are being handled, how often to look for new ones and for finished batches.
+# While records are being handled, how often to look for new ones.
 BUSY_POLL_S = 0.005
 
 In = TypeVar("In", bound=WireModel)
@@ -77,16 +87,17 @@ class Stage(ABC, Generic[In]):
 
 
 @dataclass
-class _Batch:
-    """Records consumed together and handled concurrently; committed with the batches before
-    it that are done too."""
+class _Record:
+    """A consumed record, from its handling to its commit."""
 
-    messages: list[Message]
-    handled: asyncio.Future[list[list[OutRecord]]]
+    message: Message
+    where: Position
     started: float
+    outputs: list[OutRecord] = field(default_factory=list)
 
-    def outputs(self) -> list[OutRecord]:
-        return [record for records in self.handled.result() for record in records]
+    @property
+    def partition(self) -> Partition:
+        return (self.where.topic, self.where.partition)
 
 
 class StageRunner(Generic[In]):
@@ -101,6 +112,7 @@ class StageRunner(Generic[In]):
         max_in_flight: int,
         poll_timeout_s: float,
         drain_timeout_s: float = 10.0,
+        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     ) -> None:
         self._stage = stage
         self._consumer = consumer
@@ -113,17 +125,20 @@ class StageRunner(Generic[In]):
         # delivery timeout; past that and some slack the coordinator is not answering.
         self._transaction_timeout_s = kafka.delivery_timeout_ms / 1000 + 5.0
         self._aborts_in_a_row = 0
-        self._in_flight: deque[_Batch] = deque()
+        self._completions = Completions(max_metadata_bytes)
+        self._handling: dict[asyncio.Future[list[OutRecord]], _Record] = {}
+        self._finished: list[_Record] = []
+        # Set whenever a record finishes; cleared when the finished ones are committed.
+        self._a_record_finished = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, handle, and produce-and-commit records until ``stop`` is set.
 
         Records are consumed as they come and handled at once, while earlier ones are still
-        being handled (the processor's sleeps overlap across batches, not only within one).
-        Whenever the oldest batches are done they are committed, in consumption order, in one
-        transaction: a batch is never committed before one consumed earlier, so the committed
-        offsets never pass a record whose outputs are not in the same or an earlier
-        transaction. The more a transaction takes, the more batches the next one carries.
+        being handled. Whatever has finished is committed in the next transaction, which
+        begins as soon as the previous one ends: the more a transaction takes, the more
+        records the next one carries. A long job holds one place of the in-flight bound, and
+        no other record.
 
         Returns only when stopped, after committing what finishes within the drain time (the
         rest is consumed again by whoever gets its partitions); raises when the
@@ -134,120 +149,171 @@ class StageRunner(Generic[In]):
         await self._consumer.subscribe()
         try:
             while not stop.is_set():
-                await self._commit_done(stop)
+                await self._commit_finished(stop)
                 await self._consume_more()
             # Stopping: commit what finishes within the drain time; the rest is dropped (no
             # transaction is open for it) and handled again by whoever gets its partitions.
             deadline = time.monotonic() + self._drain_timeout_s
-            while self._in_flight and (left_s := deadline - time.monotonic()) > 0:
-                await asyncio.wait({self._in_flight[0].handled}, timeout=left_s)
-                await self._commit_done(stop)
+            while self._handling and (left_s := deadline - time.monotonic()) > 0:
+                await self._wait_for_a_finish(left_s)
+                await self._commit_finished(stop)
+            await self._commit_finished(stop)
         finally:
             self._drop_in_flight()
 
+    def _open_records(self) -> int:
+        return len(self._handling) + len(self._finished)
+
+    async def _wait_for_a_finish(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a record to finish; whether one has since the last
+        commit."""
+        if not self._a_record_finished.is_set() and self._handling:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._a_record_finished.wait(), timeout_s)
+        return self._a_record_finished.is_set()
+
     async def _consume_more(self) -> None:
         """Start handling what has arrived, within the in-flight bound; when nothing has,
-        wait a little for a record or for the oldest batch to be done."""
-        room = self._max_in_flight - sum(len(batch.messages) for batch in self._in_flight)
+        wait a little for a record or for one in flight to finish."""
+        room = self._max_in_flight - self._open_records()
         if room <= 0:
-            oldest = self._in_flight[0].handled
-            await asyncio.wait({oldest}, timeout=self._poll_timeout_s)
-            if oldest.done():
+            if await self._wait_for_a_finish(self._poll_timeout_s):
                 return
-            # Still full: fetch nothing more, but go on polling while the oldest batch is
-            # handled. A rebalance's callbacks run only inside a poll, and an eager rebalance
-            # waits for every member's: not polling would hold the whole group up for as long
-            # as the longest job (a minute). Not paused at once: a pause throws away what was
-            # fetched ahead, which short jobs, freeing room within a poll timeout, need.
+            # Still full: fetch nothing more, but go on polling while the records in flight
+            # are handled. A rebalance's callbacks run only inside a poll, and an eager
+            # rebalance waits for every member's: not polling would hold the whole group up for
+            # as long as the longest job (a minute). Not paused at once: a pause throws away
+            # what was fetched ahead, which short jobs, freeing room within a poll timeout,
+            # need.
             await self._consumer.pause()
             messages = await self._consumer.consume(1, 0)
         else:
             await self._consumer.resume()
             messages = await self._poll(room)
         if self._consumer.take_revoked():
-            # A rebalance ran inside that poll. Batches consumed before it may hold partitions
-            # that are now another instance's: committing them would duplicate its work. They
-            # are dropped, with what the poll brought, and consumed again from the committed
-            # offsets.
-            self._drop_in_flight()
-            await self._consumer.rewind_to_committed(self._transaction_timeout_s)
+            # A rebalance ran inside that poll. Records consumed before it may be of
+            # partitions that are now another instance's: committing them would duplicate its
+            # work. They are dropped, with what the poll brought, and consumed again from the
+            # committed offsets (skipping what the commits' metadata says is done).
+            await self._rewind()
             return
         if messages:
-            self._start(messages)
+            await self._start(messages)
 
     async def _poll(self, room: int) -> list[Message]:
         """Up to ``room`` records. Idle, it blocks on the first one; busy, it takes what is
-        there, and waits a little for the oldest batch when nothing is."""
-        if not self._in_flight:
+        there, and waits a little for a record to finish when nothing is."""
+        if not self._handling:
             messages = await self._consumer.consume(1, self._poll_timeout_s)
             if messages and room > 1:
                 messages += await self._consumer.consume(room - 1, 0)
             return messages
         messages = await self._consumer.consume(room, 0)
         if not messages:
-            await asyncio.wait({self._in_flight[0].handled}, timeout=BUSY_POLL_S)
+            await self._wait_for_a_finish(BUSY_POLL_S)
         return messages
 
-    def _start(self, messages: list[Message]) -> None:
-        RECORDS_IN_FLIGHT.labels(self._stage.name).inc(len(messages))
-        handled = asyncio.ensure_future(
-            asyncio.gather(*(self._handle(message) for message in messages))
-        )
-        self._in_flight.append(_Batch(messages, handled, time.perf_counter()))
+    async def _start(self, messages: list[Message]) -> None:
+        """Handle each record that is not done already."""
+        records = [_Record(m, position(m), time.perf_counter()) for m in messages]
+        unknown = self._completions.unknown(record.partition for record in records)
+        if unknown:
+            # Newly assigned: where its committed offset is, and what is done above it.
+            self._completions.load(
+                await self._consumer.committed(unknown, self._transaction_timeout_s)
+            )
+        for record in records:
+            if not self._completions.admit(record.partition, record.where.offset):
+                RECORDS_SKIPPED.labels(record.where.topic).inc()
+                continue
+            RECORDS_IN_FLIGHT.labels(self._stage.name).inc()
+            handling = asyncio.ensure_future(self._handle(record.message))
+            self._handling[handling] = record
+            handling.add_done_callback(self._on_finished)
 
-    async def _commit_done(self, stop: asyncio.Event) -> None:
-        """Commit the batches at the head of the line that are done, in one transaction."""
-        done: list[_Batch] = []
-        while self._in_flight and self._in_flight[0].handled.done():
-            done.append(self._in_flight.popleft())
+    def _on_finished(self, handling: asyncio.Future[list[OutRecord]]) -> None:
+        record = self._handling.pop(handling, None)
+        if record is None or handling.cancelled():
+            return  # dropped: it will be consumed again
+        record.outputs = handling.result()
+        self._finished.append(record)
+        self._a_record_finished.set()
+
+    async def _commit_finished(self, stop: asyncio.Event) -> None:
+        """Commit the records finished since the last commit, in one transaction (those of a
+        partition whose offset metadata would not hold them wait for its earlier records)."""
+        self._a_record_finished.clear()
+        if not self._finished:
+            return
+        finished: dict[Partition, list[int]] = defaultdict(list)
+        for record in self._finished:
+            finished[record.partition].append(record.where.offset)
+        plan = self._completions.plan(finished)
+        if plan.held_back:
+            OFFSET_METADATA_FULL.labels(self._stage.name).inc(plan.held_back)
+        committing = {
+            (partition, offset) for partition, offsets in plan.records.items() for offset in offsets
+        }
+        done = [r for r in self._finished if (r.partition, r.where.offset) in committing]
         if not done:
             return
-        RECORDS_IN_FLIGHT.labels(self._stage.name).dec(sum(len(b.messages) for b in done))
-        messages = [message for batch in done for message in batch.messages]
-        records = [record for batch in done for record in batch.outputs()]
-        if not await self._commit_in_transaction(messages, records, stop):
-            # Rewound: every later batch is consumed again, so its work is dropped.
-            self._drop_in_flight()
+        self._finished = [
+            r for r in self._finished if (r.partition, r.where.offset) not in committing
+        ]
+        outputs = [output for record in done for output in record.outputs]
+        if not await self._commit_in_transaction(plan.offsets, outputs, stop):
             return
-        finished = time.perf_counter()
-        for batch in done:
-            BATCH_SECONDS.labels(self._stage.name).observe(finished - batch.started)
+        self._completions.mark_committed(plan)
+        RECORDS_IN_FLIGHT.labels(self._stage.name).dec(len(done))
+        committed = time.perf_counter()
+        for record in done:
+            RECORD_SECONDS.labels(self._stage.name).observe(committed - record.started)
 
     def _drop_in_flight(self) -> None:
-        for batch in self._in_flight:
-            batch.handled.cancel()
-            RECORDS_IN_FLIGHT.labels(self._stage.name).dec(len(batch.messages))
-        self._in_flight.clear()
+        """Forget every record not committed yet: each is consumed again."""
+        RECORDS_IN_FLIGHT.labels(self._stage.name).dec(self._open_records())
+        handling = list(self._handling)
+        self._handling.clear()
+        for future in handling:
+            future.cancel()
+        self._finished.clear()
+        self._completions.clear()
+
+    async def _rewind(self) -> None:
+        """Drop what is in flight and consume again from the committed offsets."""
+        self._drop_in_flight()
+        committed = await self._consumer.rewind_to_committed(self._transaction_timeout_s)
+        self._completions.load(committed)
 
     async def _commit_in_transaction(
-        self, batch: list[Message], records: list[OutRecord], stop: asyncio.Event
+        self, offsets: list[TopicPartition], records: list[OutRecord], stop: asyncio.Event
     ) -> bool:
-        """Produce ``records`` and commit ``batch``'s offsets, atomically; false when aborted.
+        """Produce ``records`` and commit ``offsets``, atomically; false when aborted.
 
         After an abortable failure (a broker away, a record not delivered in time, a
-        rebalance) the transaction is aborted and the consumer rewound to its committed
-        offsets: the batch, or what of it is still assigned here, is consumed and handled
-        again, after a pause that grows while aborts follow one another.
+        rebalance) the transaction is aborted, what is in flight dropped, and the consumer
+        rewound to its committed offsets: the records, or those still assigned here, are
+        consumed and handled again, after a pause that grows while aborts follow one another.
         """
         try:
-            await self._transact(batch, records)
+            await self._transact(offsets, records)
         except (KafkaException, ProducerQueueFullError) as exc:
             if not _worth_retrying(exc):
                 raise
             self._aborts_in_a_row += 1
             pause_s = min(MAX_ABORT_PAUSE_S, 0.1 * 2**self._aborts_in_a_row)
             log.warning(
-                "transaction aborted; its batch will be consumed again",
+                "transaction aborted; its records will be consumed again",
                 extra={"error": str(exc), "pause_s": pause_s},
             )
             if not stop.is_set():
                 await asyncio.sleep(pause_s)
-            await self._consumer.rewind_to_committed(self._transaction_timeout_s)
+            await self._rewind()
             return False
         self._aborts_in_a_row = 0
         return True
 
-    async def _transact(self, batch: list[Message], records: list[OutRecord]) -> None:
+    async def _transact(self, offsets: list[TopicPartition], records: list[OutRecord]) -> None:
         self._producer.begin_transaction()
         acks: list[asyncio.Future[Message]] = []
         try:
@@ -256,7 +322,7 @@ class StageRunner(Generic[In]):
             for record in records:
                 acks.append(self._producer.produce(record))
             await self._producer.send_offsets_to_transaction(
-                next_offsets(batch),
+                offsets,
                 await self._consumer.group_metadata(),
                 self._transaction_timeout_s,
             )
@@ -386,15 +452,26 @@ class StageSettings(ServiceSettings):
         ge=1,
         le=100_000,
         description=(
-            "Most records consumed and not yet committed: handled concurrently, and what a "
-            "crash makes the next instance handle again."
+            "Most records consumed and not yet committed, handled concurrently; a long job "
+            "holds one place. A crash makes the next instance handle again only those not "
+            "finished: finished ones are committed within a transaction's time."
+        ),
+    )
+    offset_metadata_max_bytes: int = Field(
+        default=DEFAULT_MAX_METADATA_BYTES,
+        ge=0,
+        description=(
+            "Longest offset commit metadata, which says what is done above a partition's "
+            "lowest unfinished record: the brokers' offset.metadata.max.bytes (4096 by "
+            "default), which it must not exceed. When that does not fit, records finished "
+            "above a long job are committed after it; with 0 they always are."
         ),
     )
     poll_timeout_s: float = Field(
         default=0.2,
         gt=0,
         description=(
-            "How long an idle poll waits for a record, and a full stage for its oldest batch "
+            "How long an idle poll waits for a record, and a full stage for one to finish "
             "before it pauses its partitions (it goes on polling, for the group's sake)."
         ),
     )
@@ -471,6 +548,7 @@ def create_stage_app(
         # Half the shutdown time waits for records to finish; the rest is left for their
         # transaction, so that the process is not cancelled in the middle of one.
         drain_timeout_s=settings.shutdown_timeout_s / 2,
+        max_metadata_bytes=settings.offset_metadata_max_bytes,
     )
     stop = asyncio.Event()
     worker: asyncio.Task[None] | None = None

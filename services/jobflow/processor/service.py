@@ -10,7 +10,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jobflow.core.kafka import OutRecord
-from jobflow.core.metrics import BATCH_BUCKETS
+from jobflow.core.metrics import JOB_BUCKETS
 from jobflow.core.models import Job, JobDone
 from jobflow.core.service import serve
 from jobflow.core.settings import KafkaSettings
@@ -21,7 +21,7 @@ JOBS_FINISHED = Counter("jobflow_jobs_finished_total", "Jobs the processor finis
 JOB_DURATION = Histogram(
     "jobflow_job_duration_seconds",
     "From a job's create_date to its finish_date.",
-    buckets=BATCH_BUCKETS,
+    buckets=JOB_BUCKETS,
 )
 
 
