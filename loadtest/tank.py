@@ -19,6 +19,7 @@ import math
 import re
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,14 +127,17 @@ def bfg_profile(name: str) -> dict[str, Any]:
     return config
 
 
-def caseline_ammo(body: bytes | None = None) -> bytes:
+def caseline_ammo(*bodies: bytes) -> bytes:
     """ammo.txt's request as BFG's caseline ammo, `case<TAB>body`: its case (the tag, which
-    names the gun's method) and ``body``, by default its own (empty: the seed's curl sends
-    none)."""
+    names the gun's method) and its own body (empty: the seed's curl sends none), or one line
+    per body of ``bodies``, which BFG sends in turn, round and round."""
     header, request = AMMO.read_bytes().split(b"\n", 1)
     _, case = header.split(b" ", 1)
+    for body in bodies:
+        if b"\n" in body or b"\t" in body:
+            raise ValueError("a caseline ammo body cannot hold a newline or a tab")
     own_body = request.split(b"\r\n\r\n", 1)[1]
-    return case + b"\t" + (own_body if body is None else body) + b"\n"
+    return b"".join(case + b"\t" + body + b"\n" for body in bodies or (own_body,))
 
 
 def schedule_of(name: str) -> str:
@@ -189,20 +193,18 @@ def run(
     schedule: str,
     *,
     url: str = RECEIVER_URL,
-    body: bytes | None = None,
+    bodies: Sequence[bytes] = (),
     instances: int = DEFAULT_INSTANCES,
     autostop: list[str] | None = None,
     workdir: Path | None = None,
 ) -> TankRun:
-    """One yandex-tank run of ``schedule`` (rps) against ``url``, each request with ``body``
-    (by default ammo.txt's: none, as the seed's curl sends it)."""
+    """One yandex-tank run of ``schedule`` (rps) against ``url``, the requests' bodies taken
+    in turn from ``bodies`` (by default ammo.txt's: none, as the seed's curl sends it)."""
     if not TANK.exists():
         raise FileNotFoundError(f"{TANK} is missing: run `make loadtest-env`")
-    if body is not None and (b"\n" in body or b"\t" in body):
-        raise ValueError("a caseline ammo body cannot hold a newline or a tab")
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tank-"))
     (workdir / "acked").mkdir(parents=True, exist_ok=True)
-    (workdir / "ammo.txt").write_bytes(caseline_ammo(body))
+    (workdir / "ammo.txt").write_bytes(caseline_ammo(*bodies))
     config = workdir / "tank.yaml"
     config.write_text(
         yaml.safe_dump(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from loadtest import tank
+from loadtest.tank import caseline_ammo
 from local.config import CONTRACTS, REPO
 
 TANK_PYTHON = REPO / ".venv-loadtest" / "bin" / "python"
@@ -114,3 +115,14 @@ def test_the_quantile_is_a_latency_some_request_had() -> None:
     assert tank.quantile(latencies, 0.99) == 99.0
     assert tank.quantile(latencies, 1.0) == 100.0
     assert tank.quantile([7.0], 0.99) == 7.0
+
+
+def test_caseline_ammo_has_one_line_per_body_each_with_the_seeds_case() -> None:
+    assert caseline_ammo(b'{"sleep":100}', b'{"sleep":45000}') == (
+        b'create_job\t{"sleep":100}\ncreate_job\t{"sleep":45000}\n'
+    )
+
+
+def test_caseline_ammo_refuses_a_body_that_would_break_its_line() -> None:
+    with pytest.raises(ValueError, match="newline or a tab"):
+        caseline_ammo(b'{"sleep":\n100}')

@@ -63,6 +63,12 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
 )
 
+TRANSACTION_SECONDS = Histogram(
+    "jobflow_transaction_duration_seconds",
+    "Time from beginning a stage's transaction to its commit's answer.",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
 TRANSACTIONS = Counter(
     "jobflow_transactions_total",
     "Kafka transactions of a stage (a batch's outputs with its input offsets), by outcome.",

@@ -54,6 +54,7 @@ from jobflow.core.metrics import (
     RECORDS_CONSUMED,
     RECORDS_IN_FLIGHT,
     RECORDS_SKIPPED,
+    TRANSACTION_SECONDS,
     TRANSACTIONS,
 )
 from jobflow.core.models import WireModel
@@ -314,6 +315,7 @@ class StageRunner(Generic[In]):
         return True
 
     async def _transact(self, offsets: list[TopicPartition], records: list[OutRecord]) -> None:
+        began = time.perf_counter()
         self._producer.begin_transaction()
         acks: list[asyncio.Future[Message]] = []
         try:
@@ -336,6 +338,7 @@ class StageRunner(Generic[In]):
             # now, shielded from the cancellation; best effort, as the stage is going away.
             await asyncio.shield(self._abort_on_cancel())
             raise
+        TRANSACTION_SECONDS.labels(self._stage.name).observe(time.perf_counter() - began)
         TRANSACTIONS.labels(self._stage.name, "committed").inc()
 
     async def _abort_on_cancel(self) -> None:
