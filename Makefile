@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: cluster-up cluster-down cluster-status images cluster-deploy test-cluster help loadtest-env checkov-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
+.PHONY: cluster-up cluster-down cluster-status images cluster-deploy test-cluster help loadtest-env checkov-env quix-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -48,6 +48,15 @@ $(CHECKOV_VENV)/.synced: $(UV) pyproject.toml uv.lock tools/checkov/pyproject.to
 	@touch $@
 
 checkov-env: $(CHECKOV_VENV)/.synced ## checkov 3.3.30 in .venv-checkov (make test builds it)
+
+# Quix Streams, the peer bench/quix.py measures the processor beside: see tools/quix/pyproject.toml.
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/.synced: $(UV) pyproject.toml uv.lock tools/quix/pyproject.toml
+	@echo "==> Quix Streams environment: uv sync --package jobflow-quix into $(QUIX_VENV)"
+	@UV_PROJECT_ENVIRONMENT=$(QUIX_VENV) $(UV) sync --frozen --quiet --package jobflow-quix
+	@touch $@
+
+quix-env: $(QUIX_VENV)/.synced ## quixstreams 3.28.1 in .venv-quix (for python -m bench.quix)
 
 up: $(VENV)/.synced ## start everything (idempotent) and print the endpoints
 	@$(PYTHON) -m local up
