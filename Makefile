@@ -117,7 +117,7 @@ observability-check: $(call test_needs,observability-check) ## dashboard queries
 dashboards: up ## the Services dashboard drawn from the local Prometheus to .local/dashboards/services.png
 	@$(RUN) python -m monitoring.render
 
-bench: $(VENV)/.synced loadtest-env ## benchmarks on the local stack; figures to bench/results/<time>.json
+bench: $(VENV)/.synced loadtest-env quix-env ## benchmarks on the local stack; figures to bench/results/<time>.json
 	@$(RUN) python -m bench
 
 kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the operator tests (cached)

@@ -26,7 +26,7 @@ from local import stack
 from local.config import REPO, StackSettings
 from local.supervisor import Supervisor
 
-from bench import ingest, pipeline, processor, report, seed
+from bench import crash, ingest, pipeline, processor, quix, report, seed
 from bench.measures import rss_mib
 from jobflow.components import PIPELINE_SERVICES
 from jobflow.core.settings import KafkaSettings
@@ -43,6 +43,8 @@ class Plan:
     mixed: str
     seed: str
     backlog: int
+    # Quix Streams' backlog at 100 ms sleeps: it handles one record at a time.
+    quix_slow_backlog: int
 
 
 FULL = Plan(
@@ -52,6 +54,7 @@ FULL = Plan(
     mixed="const(1000, 60s)",
     seed=tank.schedule_of("seed"),
     backlog=60_000,
+    quix_slow_backlog=200,
 )
 QUICK = Plan(
     ingest_ramp="step(250, 1500, 250, 3s)",
@@ -60,6 +63,7 @@ QUICK = Plan(
     mixed="const(1000, 10s)",
     seed=tank.shortened(tank.schedule_of("seed"), 20),
     backlog=10_000,
+    quix_slow_backlog=50,
 )
 
 # The targets: the key, how it compares, and the bound (a number, or the key of another figure).
@@ -71,6 +75,11 @@ TARGETS: dict[str, tuple[str, Comparison, float | str]] = {
     "pipeline_p99_ms_over_sleep": ("<=", operator.le, 50),
     # Short jobs among long ones: as fast as when all are short.
     "mixed_short_p99_ms_over_sleep": ("<=", operator.le, 50),
+    # A kill -9 redoes only the jobs not finished.
+    "crash_redone_jobs": ("<=", operator.le, "crash_unfinished_jobs"),
+    # Ours against Quix Streams at its best commit interval.
+    "vs_quix_0ms": (">=", operator.ge, 1.0),
+    "vs_quix_100ms": (">=", operator.ge, 20),
     "seed_profile_errors": ("==", operator.eq, 0),
     "seed_profile_p99_ms": ("<=", operator.le, 10),
     "max_rss_mib": ("<=", operator.le, 150),
@@ -141,6 +150,16 @@ def main() -> None:
         for instances in (1, 2, 3)
     ]
 
+    print("==> crash cost: kill -9 with 2,000 jobs in flight, most of them finished", flush=True)
+    crashed = crash.measure(settings.kafka_bootstrap)
+    print("==> beside Quix Streams: the processor's job, same backlogs and topics", flush=True)
+    peer = quix.compare(
+        settings.kafka_bootstrap,
+        plan.backlog,
+        plan.quix_slow_backlog,
+        progress=lambda step: print(f"    {step}", flush=True),
+    )
+
     rss = {
         "receiver_on_ingest": receiver.rss_mib,
         "bare_endpoint_on_ingest": bare.rss_mib,
@@ -159,6 +178,8 @@ def main() -> None:
         + mixed.lost
         + acceptance.missing_in_receiver_topic
         + sum(run.lost for run in [unslept, *scaling])
+        + crashed.lost
+        + peer["lost_jobs"]
     )
     results: dict[str, object] = {
         "machine": {
@@ -205,12 +226,20 @@ def main() -> None:
         "duplicated_jobs": flow.duplicated_in_processor_topic
         + mixed.duplicated_in_processor_topic
         + acceptance.duplicated_in_receiver_topic
-        + sum(run.duplicated for run in [unslept, *scaling]),
+        + sum(run.duplicated for run in [unslept, *scaling])
+        + crashed.duplicated
+        + peer["duplicated_jobs"],
         "processor_jobs_per_s_by_instances": {
             str(run.instances): run.jobs_per_s for run in scaling
         },
         "processor_jobs_per_s_at_0ms_sleep": unslept.jobs_per_s,
         "processor_100ms_vs_0ms": ratio(scaling[0].jobs_per_s, unslept.jobs_per_s),
+        "crash_redone_jobs": crashed.redone,
+        "crash_unfinished_jobs": crashed.unfinished,
+        "quix_jobs_per_s_0ms": peer["quix_best_jobs_per_s"]["0ms"],
+        "quix_jobs_per_s_100ms": peer["quix_best_jobs_per_s"]["100ms"],
+        "vs_quix_0ms": peer["jobflow_vs_quix"]["0ms"],
+        "vs_quix_100ms": peer["jobflow_vs_quix"]["100ms"],
         "not_measured": {"bridge_rps": BRIDGE_NOT_RUN, "receiver_vs_bridge": BRIDGE_NOT_RUN},
         "rss_mib": rss,
     }
@@ -221,6 +250,8 @@ def main() -> None:
         "mixed": _without_series(mixed, *PIPELINE_SERIES),
         "seed_profile": _without_series(acceptance, "load"),
         "processor": [dataclasses.asdict(run) for run in [unslept, *scaling]],
+        "crash": dataclasses.asdict(crashed),
+        "quix": peer,
     }
 
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -46,9 +46,15 @@ class Throughput:
 
 
 def backlog(bootstrap: str, topic: str, count: int, sleep_ms: int) -> dict[str, int]:
-    """``count`` jobs, made visible to the processors (read_committed) all at once: written in
-    one transaction, so that the processors meet a full backlog, not the rate it is written at.
-    Returns each job's id and create_date (ns), once the transaction is committed."""
+    """``count`` jobs of ``sleep_ms`` (see jobs_backlog); each one's id and create_date (ns)."""
+    jobs = jobs_backlog(bootstrap, topic, [sleep_ms] * count)
+    return {job_id: job.create_date for job_id, job in jobs.items()}
+
+
+def jobs_backlog(bootstrap: str, topic: str, sleeps_ms: Sequence[int]) -> dict[str, Job]:
+    """A job for each of ``sleeps_ms``, made visible to the processors (read_committed) all at
+    once: written in one transaction, so that the processors meet a full backlog, not the rate
+    it is written at. Returns the jobs by id, once the transaction is committed."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -58,12 +64,12 @@ def backlog(bootstrap: str, topic: str, count: int, sleep_ms: int) -> dict[str, 
     )
     producer.init_transactions(30)
     producer.begin_transaction()
-    created: dict[str, int] = {}
-    for _ in range(count):
+    created: dict[str, Job] = {}
+    for sleep_ms in sleeps_ms:
         job = Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=sleep_ms, data="")
         producer.produce(topic, key=job.id.encode(), value=job.to_json())
         producer.poll(0)
-        created[str(job.id)] = job.create_date
+        created[str(job.id)] = job
     producer.commit_transaction(60)
     return created
 

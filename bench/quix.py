@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import TopicPartition
@@ -41,7 +42,7 @@ from local.config import REPO, StackSettings
 from tests.stack.processes import service_process
 from tests.stack.topics import partition_end_offsets, records_since
 
-from bench.pipeline import ArrivalClock
+from bench.pipeline import ArrivalClock, consume_arrived
 from bench.processor import backlog, own_topics, processor_environment, wait_for_members
 from jobflow.core.models import JobDone
 from jobflow.core.settings import KafkaSettings
@@ -126,7 +127,7 @@ class Visibility(ArrivalClock):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for message in self._consumer.consume(1000, 0.05):
+            for message in consume_arrived(self._consumer, 0.05):
                 now = time.time_ns()
                 if message.error() is None:
                     self.seen.setdefault((message.key() or b"").decode(), now)
@@ -254,7 +255,7 @@ def compare(
     slow_jobs: int = SLOW_JOBS,
     intervals: tuple[float, ...] = SHORT_INTERVALS_S,
     progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Every run of the comparison and its figures: ours at 0 and 100 ms, Quix at its default
     interval and at each of ``intervals`` at 0 ms, then at its default and its best at 100 ms.
     Each run takes its own fresh topics and instance, one after the other."""

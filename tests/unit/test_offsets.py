@@ -29,6 +29,10 @@ def done_offsets(committed: int, done: int) -> set[int]:
     return {committed + i for i in range(done.bit_length()) if done >> i & 1}
 
 
+def commit(progress: PartitionProgress, finished: list[int]) -> None:
+    progress.mark_committed(*progress.after(finished))
+
+
 @given(
     st.integers(min_value=0, max_value=2**40),
     st.sets(st.integers(min_value=1, max_value=70_000), max_size=300),
@@ -60,15 +64,12 @@ def test_metadata_not_ours_or_written_for_another_offset_is_ignored() -> None:
 def test_the_committed_offset_stays_at_the_lowest_unfinished_record() -> None:
     progress = PartitionProgress(100)
     assert all(progress.admit(offset) for offset in range(100, 105))
-    assert progress.metadata_after([101, 103]) == (
-        100,
-        encode_done(100, bits(101, 103, committed=100)),
-    )
-    progress.mark_committed([101, 103])
+    assert progress.after([101, 103]) == (100, bits(101, 103, committed=100))
+    commit(progress, [101, 103])
     assert progress.committed == 100
-    progress.mark_committed([100])
+    commit(progress, [100])
     assert (progress.committed, done_offsets(progress.committed, progress.done)) == (102, {103})
-    progress.mark_committed([102, 104])
+    commit(progress, [102, 104])
     assert (progress.committed, progress.done) == (105, 0)
 
 
@@ -78,7 +79,7 @@ def test_records_the_metadata_says_are_done_are_skipped_and_counted_as_done() ->
     assert not progress.admit(101)
     assert not progress.admit(102)
     assert progress.admit(103)
-    progress.mark_committed([100])
+    commit(progress, [100])
     assert progress.committed == 103
 
 
@@ -87,7 +88,7 @@ def test_done_records_not_consumed_again_yet_still_move_the_committed_offset() -
     # fetched: the committed offset passes 101, which is then skipped as below it.
     progress = PartitionProgress(100, bits(101, committed=100))
     assert progress.admit(100)
-    progress.mark_committed([100])
+    commit(progress, [100])
     assert progress.committed == 102
     assert not progress.admit(101)
 
@@ -97,7 +98,7 @@ def test_offsets_that_are_not_records_do_not_hold_the_committed_offset() -> None
     progress = PartitionProgress(0)
     for offset in (0, 1, 3, 4):
         progress.admit(offset)
-    progress.mark_committed([0, 1, 3, 4])
+    commit(progress, [0, 1, 3, 4])
     assert progress.committed == 5
 
 

@@ -320,6 +320,10 @@ class BatchConsumer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._revoked = False
         self._paused = False
+        # What transactions commit offsets for, as of the last assignment: read on the
+        # consumer's thread when it changes, so that a commit does not queue for that thread
+        # behind a poll.
+        self._group_metadata: object | None = None
 
     def _on_statistics(self, group_id: str, statistics_json: str) -> None:
         export_consumer_lag(group_id, statistics_json)
@@ -345,10 +349,12 @@ class BatchConsumer:
         # paused, the next pause() covers the new partitions.
         if not self._paused:
             consumer.resume(partitions)
+        self._group_metadata = consumer.consumer_group_metadata()
 
     def _note_revoked(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         # Runs inside a consume call, on the consumer's thread, before that call returns.
         self._revoked = True
+        self._group_metadata = None
 
     def take_revoked(self) -> bool:
         """Whether partitions were taken away (a rebalance) since the last call."""
@@ -391,8 +397,11 @@ class BatchConsumer:
         return records
 
     async def group_metadata(self) -> object:
-        """The consumer's group metadata, which a transaction commits offsets for."""
-        return await self._call(self._consumer.consumer_group_metadata)
+        """The consumer's group metadata, which a transaction commits offsets for. A stale one
+        (a rebalance the consumer has not seen yet) makes the broker refuse the commit."""
+        if self._group_metadata is None:
+            self._group_metadata = await self._call(self._consumer.consumer_group_metadata)
+        return self._group_metadata
 
     async def committed(
         self, partitions: Iterable[tuple[str, int]], timeout_s: float
@@ -419,6 +428,7 @@ class BatchConsumer:
         Returns the committed offsets, with their metadata."""
 
         def rewind() -> list[TopicPartition]:
+            self._group_metadata = self._consumer.consumer_group_metadata()
             assignment = self._consumer.assignment()
             if not assignment:
                 return []

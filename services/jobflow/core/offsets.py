@@ -119,14 +119,11 @@ class PartitionProgress:
         skipped = _trailing_ones(done)
         return committed + skipped, done >> skipped
 
-    def metadata_after(self, finished: Iterable[int]) -> tuple[int, str]:
-        committed, done = self.after(finished)
-        return committed, encode_done(committed, done)
-
-    def mark_committed(self, finished: Iterable[int]) -> None:
-        """``finished`` were committed, with the offset and metadata metadata_after gave."""
-        self.committed, self.done = self.after(finished)
-        while self.open and self.open[0] < self.committed:
+    def mark_committed(self, committed: int, done: int) -> None:
+        """The offset and done bits ``after`` gave were committed. (Records consumed since
+        are above them and change neither.)"""
+        self.committed, self.done = committed, done
+        while self.open and self.open[0] < committed:
             self.open.popleft()
 
 
@@ -136,6 +133,8 @@ class CommitPlan:
 
     records: dict[Partition, list[int]]
     offsets: list[TopicPartition]
+    # Each partition's committed offset and done bits once committed (what offsets say).
+    progress: dict[Partition, tuple[int, int]] = field(default_factory=dict)
     # Partitions whose finished records did not all fit in the offset metadata.
     held_back: int = 0
 
@@ -180,15 +179,17 @@ class Completions:
             for candidates in (offsets, in_order):
                 if not candidates:
                     continue
-                committed, metadata = progress.metadata_after(candidates)
+                committed, done = progress.after(candidates)
+                metadata = encode_done(committed, done)
                 if len(metadata.encode()) <= self._max_metadata_bytes:
                     plan.records[partition] = candidates
                     plan.offsets.append(TopicPartition(*partition, committed, metadata=metadata))
+                    plan.progress[partition] = (committed, done)
                     break
             if plan.records.get(partition) != offsets:
                 plan.held_back += 1
         return plan
 
     def mark_committed(self, plan: CommitPlan) -> None:
-        for partition, offsets in plan.records.items():
-            self._partitions[partition].mark_committed(offsets)
+        for partition, (committed, done) in plan.progress.items():
+            self._partitions[partition].mark_committed(committed, done)

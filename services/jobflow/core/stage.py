@@ -70,8 +70,6 @@ MAX_ABORT_PAUSE_S = 5.0
 TRANSACTION_SLACK_MS = 10_000
 # The first retry of a transactional request (see transactional_config).
 TRANSACTION_RETRY_BACKOFF_MS = 5
-# While records are being handled, how often to look for new ones.
-BUSY_POLL_S = 0.005
 
 In = TypeVar("In", bound=WireModel)
 
@@ -131,15 +129,19 @@ class StageRunner(Generic[In]):
         self._finished: list[_Record] = []
         # Set whenever a record finishes; cleared when the finished ones are committed.
         self._a_record_finished = asyncio.Event()
+        # Set whenever records leave the in-flight bound (committed or dropped).
+        self._room = asyncio.Event()
+        # Held by a transaction, or by a rewind: neither may see the other half done.
+        self._transaction = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, handle, and produce-and-commit records until ``stop`` is set.
 
         Records are consumed as they come and handled at once, while earlier ones are still
         being handled. Whatever has finished is committed in the next transaction, which
-        begins as soon as the previous one ends: the more a transaction takes, the more
-        records the next one carries. A long job holds one place of the in-flight bound, and
-        no other record.
+        begins as soon as the previous one ends, while consuming goes on: the more a
+        transaction takes, the more records the next one carries. A long job holds one place
+        of the in-flight bound, and no other record.
 
         Returns only when stopped, after committing what finishes within the drain time (the
         rest is consumed again by whoever gets its partitions); raises when the
@@ -148,37 +150,45 @@ class StageRunner(Generic[In]):
         """
         await self._producer.init_transactions(self._transaction_timeout_s)
         await self._consumer.subscribe()
+        committer = asyncio.create_task(self._commit_as_records_finish(stop), name="commits")
         try:
             while not stop.is_set():
-                await self._commit_finished(stop)
+                if committer.done():
+                    committer.result()  # its error: the stage cannot go on
                 await self._consume_more()
             # Stopping: commit what finishes within the drain time; the rest is dropped (no
             # transaction is open for it) and handled again by whoever gets its partitions.
             deadline = time.monotonic() + self._drain_timeout_s
-            while self._handling and (left_s := deadline - time.monotonic()) > 0:
-                await self._wait_for_a_finish(left_s)
-                await self._commit_finished(stop)
-            await self._commit_finished(stop)
+            while self._open_records() and (left_s := deadline - time.monotonic()) > 0:
+                if committer.done():
+                    committer.result()
+                await _wait_for(self._room, min(left_s, self._poll_timeout_s))
+            async with self._transaction:  # a transaction under way ends first
+                committer.cancel()
         finally:
+            # Cancelled in the middle of a transaction, the committer aborts it.
+            committer.cancel()
             self._drop_in_flight()
 
     def _open_records(self) -> int:
         return len(self._handling) + len(self._finished)
 
-    async def _wait_for_a_finish(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for a record to finish; whether one has since the last
-        commit."""
-        if not self._a_record_finished.is_set() and self._handling:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._a_record_finished.wait(), timeout_s)
-        return self._a_record_finished.is_set()
+    async def _commit_as_records_finish(self, stop: asyncio.Event) -> None:
+        """Commit what has finished, one transaction after the other, while records are
+        consumed and handled: a record is neither consumed nor committed later for a
+        transaction under way."""
+        while True:
+            await self._a_record_finished.wait()
+            async with self._transaction:
+                await self._commit_finished(stop)
 
     async def _consume_more(self) -> None:
-        """Start handling what has arrived, within the in-flight bound; when nothing has,
-        wait a little for a record or for one in flight to finish."""
+        """Start handling what has arrived, within the in-flight bound; when full, wait a
+        little for records to be committed."""
         room = self._max_in_flight - self._open_records()
         if room <= 0:
-            if await self._wait_for_a_finish(self._poll_timeout_s):
+            self._room.clear()
+            if await _wait_for(self._room, self._poll_timeout_s):
                 return
             # Still full: fetch nothing more, but go on polling while the records in flight
             # are handled. A rebalance's callbacks run only inside a poll, and an eager
@@ -196,22 +206,18 @@ class StageRunner(Generic[In]):
             # partitions that are now another instance's: committing them would duplicate its
             # work. They are dropped, with what the poll brought, and consumed again from the
             # committed offsets (skipping what the commits' metadata says is done).
-            await self._rewind()
+            async with self._transaction:
+                await self._rewind()
             return
         if messages:
             await self._start(messages)
 
     async def _poll(self, room: int) -> list[Message]:
-        """Up to ``room`` records. Idle, it blocks on the first one; busy, it takes what is
-        there, and waits a little for a record to finish when nothing is."""
-        if not self._handling:
-            messages = await self._consumer.consume(1, self._poll_timeout_s)
-            if messages and room > 1:
-                messages += await self._consumer.consume(room - 1, 0)
-            return messages
-        messages = await self._consumer.consume(room, 0)
-        if not messages:
-            await self._wait_for_a_finish(BUSY_POLL_S)
+        """Up to ``room`` records: waits up to a poll timeout for the first one, then takes
+        what is there. (A batch consume would wait for the whole batch or the timeout.)"""
+        messages = await self._consumer.consume(1, self._poll_timeout_s)
+        if messages and room > 1:
+            messages += await self._consumer.consume(room - 1, 0)
         return messages
 
     async def _start(self, messages: list[Message]) -> None:
@@ -265,6 +271,7 @@ class StageRunner(Generic[In]):
         if not await self._commit_in_transaction(plan.offsets, outputs, stop):
             return
         self._completions.mark_committed(plan)
+        self._room.set()
         RECORDS_IN_FLIGHT.labels(self._stage.name).dec(len(done))
         committed = time.perf_counter()
         for record in done:
@@ -279,6 +286,7 @@ class StageRunner(Generic[In]):
             future.cancel()
         self._finished.clear()
         self._completions.clear()
+        self._room.set()
 
     async def _rewind(self) -> None:
         """Drop what is in flight and consume again from the committed offsets."""
@@ -429,6 +437,13 @@ class StageRunner(Generic[In]):
                 ("dlq.source.offset", str(where.offset).encode()),
             ),
         )
+
+
+async def _wait_for(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``event``; whether it is set."""
+    with suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)
+    return event.is_set()
 
 
 def _worth_retrying(error: BaseException) -> bool:
