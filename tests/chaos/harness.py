@@ -9,12 +9,13 @@ ClickHouse's deduplicated query, the informer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -70,10 +71,18 @@ class Load:
     """POST /api/v1/create/job at a fixed rate from a thread of its own, until stopped.
 
     Open model: requests are started on schedule whether or not earlier ones have answered
-    (up to ``max_in_flight``; beyond that a tick is counted as an error, not queued)."""
+    (up to ``max_in_flight``; beyond that a tick is counted as an error, not queued). The jobs
+    ask for ``sleeps_ms`` in turn."""
 
-    def __init__(self, receiver_url: str, rate_per_s: int, max_in_flight: int = 200) -> None:
+    def __init__(
+        self,
+        receiver_url: str,
+        rate_per_s: int,
+        max_in_flight: int = 200,
+        sleeps_ms: Sequence[int] = (100,),
+    ) -> None:
         self._url = receiver_url
+        self._sleeps_ms = itertools.cycle(sleeps_ms)
         self._interval_s = 1 / rate_per_s
         self._max_in_flight = max_in_flight
         self._stop = threading.Event()
@@ -111,7 +120,8 @@ class Load:
 
     async def _one(self, client: httpx.AsyncClient) -> None:
         try:
-            answer = await client.post("/api/v1/create/job", json={"sleep": 100})
+            sleep_ms = next(self._sleeps_ms)
+            answer = await client.post("/api/v1/create/job", json={"sleep": sleep_ms})
         except httpx.HTTPError as exc:
             self.result.errors[f"client: {type(exc).__name__}"] += 1
             return

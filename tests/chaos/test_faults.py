@@ -47,6 +47,8 @@ class Scenario:
         []
     )
     poison_per_topic: int = 0
+    # What the load's jobs ask for, in turn.
+    sleeps_ms: tuple[int, ...] = (100,)
 
 
 def kill_9(name: str) -> Callable[[Stack, list[ServiceProcess]], None]:
@@ -95,6 +97,13 @@ def poison(stack: Stack, _: list[ServiceProcess]) -> None:
 
 SCENARIOS = [
     Scenario("kill -9 processor", kill_9("processor")),
+    # One job in a hundred runs 20 s: the processor dies with short jobs finished above long
+    # ones, committed in its offsets' metadata or not yet.
+    Scenario(
+        "kill -9 processor, long jobs among short",
+        kill_9("processor"),
+        sleeps_ms=(*[100] * 99, 20_000),
+    ),
     Scenario("kill -9 converter", kill_9("converter")),
     Scenario("3 processors, kill -9 one", kill_9_one_of_three, setup=two_more_processors),
     # A crash, not a graceful stop: see docs/operations.md on stopping the only broker.
@@ -137,7 +146,10 @@ def run(scenario: Scenario, stack: Stack) -> Outcome:
     start = partition_end_offsets(kafka, *outputs, *dead_letters)
     since = int(time.time()) - 1
 
-    with scenario.setup(stack) as extra, Load(receiver, chosen.rate_per_s) as load:
+    with (
+        scenario.setup(stack) as extra,
+        Load(receiver, chosen.rate_per_s, sleeps_ms=scenario.sleeps_ms) as load,
+    ):
         started = time.monotonic()
         time.sleep(chosen.fault_after_s)
         scenario.inject(stack, extra)
