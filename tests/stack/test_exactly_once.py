@@ -12,7 +12,9 @@ import time
 import uuid
 from collections import Counter
 
+import orjson
 import pytest
+from bench.processor import wait_for_members
 from confluent_kafka import KafkaException, Producer
 
 from jobflow.core.models import MAX_SLEEP_MS, Job
@@ -20,7 +22,14 @@ from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
 from tests.polling import eventually
 from tests.stack.processes import ServiceProcess, service_process
-from tests.stack.topics import committed_offsets, create_topics, produce, read_until
+from tests.stack.topics import (
+    committed_offsets,
+    create_topics,
+    partition_end_offsets,
+    produce,
+    read_until,
+    records_since,
+)
 
 JOBS = 3000
 
@@ -257,3 +266,43 @@ def test_when_the_offsets_above_a_long_job_do_not_fit_its_partition_commits_in_o
         assert done_ids(kafka, target, set(ids[1:]), timeout_s=5) == set()
         assert_each_job_done_exactly_once(kafka, env, ids)
         assert handled(second, source) == len(ids)
+
+
+# A rolling upgrade: the current processor and its next version in one group, while the jobs
+# written gain a field that only the next version knows.
+
+
+@pytest.mark.timeout(180)
+def test_old_and_new_processors_side_by_side_read_each_others_jobs(
+    kafka: KafkaSettings, isolated: dict[str, str]
+) -> None:
+    source = isolated["KAFKA_RECEIVER_TOPIC"]
+    start = partition_end_offsets(kafka, f"{source}.dlq")
+    with (
+        service_process("processor", {**isolated, "PROCESSOR_INSTANCE_ID": "old"}) as old,
+        service_process(
+            "processor",
+            {**isolated, "PROCESSOR_INSTANCE_ID": "new"},
+            module="tests.stack.next_processor",
+        ) as new,
+    ):
+        wait_for_members(kafka.bootstrap_servers, isolated["PROCESSOR_GROUP_ID"], 2)
+        before = load(kafka, source, count=300)
+        newer = [
+            Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=20, data="") for _ in range(300)
+        ]
+        produce(
+            kafka,
+            source,
+            [
+                (job.id.encode(), orjson.dumps({**orjson.loads(job.to_json()), "priority": 5}))
+                for job in newer
+            ],
+        )
+        assert_each_job_done_exactly_once(kafka, isolated, before + [str(job.id) for job in newer])
+        assert records_since(kafka, start, f"{source}.dlq") == []
+        # Each read both kinds: the old one the field it does not know, the new one jobs
+        # from before its field (with its default).
+        assert handled(old, source) > 0
+        assert new.metric('next_processor_jobs_total{priority="5"}') > 0
+        assert new.metric('next_processor_jobs_total{priority="0"}') > 0

@@ -39,9 +39,17 @@ class JobStatus(StrEnum):
 
 
 class WireModel(BaseModel):
-    """A message on a topic: strict about its fields, serialised compactly with orjson."""
+    """A message on a topic: strict about its fields' values, serialised compactly with orjson.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Readers accept a record from one version ahead or one back, so that during a rolling
+    upgrade old and new instances read each other's records: a field they do not know is
+    dropped (none of the stages copies a record whole: JobDone and the sinks' rows are built
+    from named fields), and a field added later must have a default, which a record from before
+    it gets. A field is removed only once no reader requires it. A record with a field missing
+    or of the wrong type is invalid, and goes to the dead-letter topic.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
