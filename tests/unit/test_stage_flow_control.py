@@ -1,7 +1,8 @@
 """A stage whose in-flight bound is full waits for records to be committed for up to a poll
 timeout. Only when that is not enough does it pause its partitions, and then it goes on
-polling, so that long jobs never hold a rebalance up. A pause throws away what the consumer fetched ahead, which
-short jobs need: pausing at once cut a processor's throughput to less than half."""
+polling, so that long jobs never hold a rebalance up. A pause throws away what the consumer
+fetched ahead, which short jobs need: pausing at once cut a processor's throughput to less than
+half."""
 
 from __future__ import annotations
 
@@ -87,3 +88,31 @@ async def test_room_again_resumes_before_polling() -> None:
     runner._drop_in_flight()
     await runner._consume_more()
     assert consumer.calls[2:] == ["resume", f"consume(1, {POLL_TIMEOUT_S})"]
+
+
+class Idle:
+    """A producer with nothing to do, and a consumer that subscribes and never brings a record."""
+
+    async def init_transactions(self, timeout_s: float) -> None:
+        pass
+
+    async def subscribe(self) -> None:
+        pass
+
+
+async def test_stopping_waits_for_the_records_in_flight_without_spinning() -> None:
+    # Regression: the drain loop waited on an event that stayed set, and went round as fast
+    # as it could for the whole drain time.
+    consumer = RecordingConsumer()
+    runner, job = full_runner(consumer, job_s=60)
+    runner._consumer = cast(Any, type("C", (Idle, RecordingConsumer), {})())
+    runner._producer = cast(Any, Idle())
+    runner._drain_timeout_s = 0.5
+    runner._room.set()
+    stop = asyncio.Event()
+    stop.set()
+    cpu_before = time.process_time()
+    await runner.run(stop)
+    assert time.process_time() - cpu_before < 0.2
+    await asyncio.sleep(0)
+    assert job.cancelled(), "the record left unfinished was not dropped"

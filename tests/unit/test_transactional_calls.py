@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from jobflow.core import kafka as kafka_module
 from jobflow.core.kafka import (
@@ -20,12 +21,15 @@ from jobflow.core.kafka import (
     ProducerFailedError,
     ProducerQueueFullError,
 )
+from jobflow.core.metrics import RECORDS_IN_FLIGHT
+from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.stage import (
     TRANSACTION_RETRY_BACKOFF_MS,
     StageRunner,
     transactional_config,
 )
+from jobflow.core.timestamps import now_ns
 from jobflow.processor.service import ProcessorSettings
 
 # Nothing listens there: the producer is never asked to reach a broker.
@@ -179,3 +183,60 @@ async def test_a_transaction_cancelled_part_way_is_aborted_before_the_cancel_goe
         await transaction
     await asyncio.sleep(0.1)
     assert producer.aborted
+
+
+class CommitNeedsAbort:
+    """A transactional producer whose commits fail in a way that takes an abort and a retry."""
+
+    def __init__(self) -> None:
+        self.aborts = 0
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def produce(self, record: OutRecord) -> asyncio.Future[Message]:
+        report: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        report.set_result(cast(Message, None))
+        return report
+
+    async def send_offsets_to_transaction(self, *_: object) -> None:
+        pass
+
+    async def commit_transaction(self, timeout_s: float) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE, "abort it", txn_requires_abort=True))
+
+    async def abort_transaction(self, timeout_s: float) -> None:
+        self.aborts += 1
+
+
+class OnePartition(GroupMetadata):
+    async def committed(self, partitions: object, timeout_s: float) -> list[TopicPartition]:
+        return [TopicPartition("in", 0, 0)]
+
+    async def rewind_to_committed(self, timeout_s: float) -> list[TopicPartition]:
+        return [TopicPartition("in", 0, 0)]
+
+
+class Echo:
+    name = "unit-abort"
+    input_model = Job
+
+    async def handle(self, record: Job) -> list[OutRecord]:
+        return [OutRecord("out", key=record.id.encode(), value=b"done")]
+
+
+async def test_records_of_an_aborted_transaction_leave_the_in_flight_count() -> None:
+    # Regression: records were taken off the finished list when their transaction began, so an
+    # abort dropped everything but them from the count, which then grew with every abort.
+    producer = CommitNeedsAbort()
+    stage_runner = StageRunner(
+        cast(Any, Echo()), cast(Any, OnePartition()), cast(Any, producer), NOWHERE, 10, 0.1
+    )
+    job = Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=0, data="")
+    await stage_runner._start(
+        [Message(topic="in", partition=0, offset=n, value=job.to_json()) for n in range(3)]
+    )
+    await asyncio.sleep(0.01)
+    await stage_runner._commit_finished(asyncio.Event())
+    assert producer.aborts == 1
+    assert RECORDS_IN_FLIGHT.labels("unit-abort")._value.get() == 0

@@ -162,12 +162,15 @@ class StageRunner(Generic[In]):
             while self._open_records() and (left_s := deadline - time.monotonic()) > 0:
                 if committer.done():
                     committer.result()
+                self._room.clear()
                 await _wait_for(self._room, min(left_s, self._poll_timeout_s))
             async with self._transaction:  # a transaction under way ends first
                 committer.cancel()
         finally:
-            # Cancelled in the middle of a transaction, the committer aborts it.
+            # Cancelled in the middle of a transaction, the committer aborts it (shielded from
+            # further cancels) before it ends.
             committer.cancel()
+            await asyncio.wait({committer}, timeout=self._transaction_timeout_s)
             self._drop_in_flight()
 
     def _open_records(self) -> int:
@@ -264,12 +267,13 @@ class StageRunner(Generic[In]):
         done = [r for r in self._finished if (r.partition, r.where.offset) in committing]
         if not done:
             return
-        self._finished = [
-            r for r in self._finished if (r.partition, r.where.offset) not in committing
-        ]
         outputs = [output for record in done for output in record.outputs]
         if not await self._commit_in_transaction(plan.offsets, outputs, stop):
             return
+        # Records finished meanwhile stay for the next transaction.
+        self._finished = [
+            r for r in self._finished if (r.partition, r.where.offset) not in committing
+        ]
         self._completions.mark_committed(plan)
         self._room.set()
         RECORDS_IN_FLIGHT.labels(self._stage.name).dec(len(done))
