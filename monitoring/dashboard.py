@@ -94,9 +94,9 @@ def stage_row(
                 (Query(f"sum(jobflow_records_in_flight{selector})", "in flight"),),
             ),
             Panel(
-                "Batch duration (consumed to committed)",
+                "Record duration (consumed to committed)",
                 "s",
-                p99_and_p50("jobflow_batch_duration_seconds", selector),
+                p99_and_p50("jobflow_record_duration_seconds", selector),
             ),
             Panel(
                 "Transactions by outcome",
