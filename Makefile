@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: cluster-up cluster-down cluster-status images cluster-deploy test-cluster help loadtest-env checkov-env quix-env up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
+.PHONY: cluster-up cluster-down cluster-status images cluster-deploy test-cluster help loadtest-env checkov-env quix-env go-receiver up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -57,6 +57,20 @@ $(QUIX_VENV)/.synced: $(UV) pyproject.toml uv.lock tools/quix/pyproject.toml
 	@touch $@
 
 quix-env: $(QUIX_VENV)/.synced ## quixstreams 3.28.1 in .venv-quix (for python -m bench.quix)
+
+# The seed's receiver in Go, the ingest benchmark's third target (bench/go_receiver). make's own
+# timestamps decide when to build it again; go.sum pins its modules, and as in tools/kube/build.sh
+# the toolchain is the one installed and go.mod is never rewritten.
+GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
+GO_RECEIVER := .local/bench/go-receiver
+$(GO_RECEIVER): bench/go_receiver/go.mod bench/go_receiver/go.sum $(wildcard bench/go_receiver/*.go)
+	@echo "==> go-receiver: go build (bench/go_receiver)"
+	@mkdir -p $(@D)
+	@cd bench/go_receiver && GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
+		$(GO) build -trimpath -o $(abspath $@).tmp .
+	@mv -f $@.tmp $@
+
+go-receiver: $(GO_RECEIVER) ## the seed's receiver in Go into .local/bench (make bench and make test build it)
 
 up: $(VENV)/.synced ## start everything (idempotent) and print the endpoints
 	@$(PYTHON) -m local up
@@ -117,7 +131,7 @@ observability-check: $(call test_needs,observability-check) ## dashboard queries
 dashboards: up ## the Services dashboard drawn from the local Prometheus to .local/dashboards/services.png
 	@$(RUN) python -m monitoring.render
 
-bench: $(VENV)/.synced loadtest-env quix-env ## benchmarks on the local stack; figures to bench/results/<time>.json
+bench: $(VENV)/.synced loadtest-env quix-env go-receiver ## benchmarks on the local stack; figures to bench/results/<time>.json
 	@$(RUN) python -m bench
 
 kube-tools: ## build etcd, kube-apiserver, kube-controller-manager for the operator tests (cached)

@@ -10,11 +10,12 @@
 # none of its own tests uses.
 
 # What the tests of each folder use besides .venv, as make targets: yandex-tank's environment
-# (unit: its config validator; stack: the shortened seed profile), checkov's, the control plane
-# and helm, the Strimzi CRDs. The stack and chaos tests start the local stack themselves, the
+# (unit: its config validator; stack: the shortened seed profile), the Go receiver (stack: checked
+# against ours; built here so that its 20 s cold build is not a test's), checkov's, the control
+# plane and helm, the Strimzi CRDs. The stack and chaos tests start the local stack themselves, the
 # cluster tests the one-node cluster and its images (python -m local.cluster, from kube-tools).
 NEEDS_unit := loadtest-env
-NEEDS_stack := loadtest-env
+NEEDS_stack := loadtest-env go-receiver
 NEEDS_chaos :=
 NEEDS_cluster := kube-tools loadtest-env
 NEEDS_kube := kube-tools strimzi-crds checkov-env loadtest-env

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from local.config import REPO
@@ -47,16 +48,21 @@ def service_process(
     environment: dict[str, str],
     wait_live: bool = True,
     module: str | None = None,
+    executable: Path | None = None,
 ) -> Iterator[ServiceProcess]:
     """Run ``python -m jobflow <service>`` on a free port; stop it afterwards.
 
-    ``module`` runs ``python -m <module>`` instead, an app that reads the service's settings.
+    ``module`` runs ``python -m <module>`` instead, an app that reads the service's settings;
+    ``executable`` runs that program, one that reads them too (bench/go_receiver).
     Unless ``wait_live`` is false, it is live (its /healthz answers) before this yields.
     """
     port = free_port()
-    command = ["-m", module] if module else ["-m", "jobflow", service]
+    if executable is not None:
+        command = [str(executable)]
+    else:
+        command = [sys.executable, "-m", *([module] if module else ["jobflow", service])]
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, *command],
+        command,
         env={**os.environ, **environment, f"{service.upper()}_PORT": str(port)},
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -25,6 +25,7 @@ USES = {
     "checkov-env": re.compile(r"\.venv-checkov"),
     "kube-tools": re.compile(r"\btests\.kube\b"),
     "strimzi-crds": re.compile(r"\bstrimzi_crd"),
+    "go-receiver": re.compile(r"\bgo_receiver\b"),
 }
 
 
@@ -156,6 +157,7 @@ def test_make_runs_each_target_as_the_data_says_after_what_its_folders_need(targ
 
 
 def test_the_targets_on_the_local_stack_that_run_no_tests_start_from_a_fresh_checkout_too() -> None:
-    # bench drives yandex-tank (loadtest/tank.py); the dashboard is drawn from the running stack.
-    assert {ENVIRONMENT, "loadtest-env"} <= prerequisites("bench")
+    # bench drives yandex-tank (loadtest/tank.py) and measures the Go receiver; the dashboard is
+    # drawn from the running stack.
+    assert {ENVIRONMENT, "loadtest-env", "go-receiver"} <= prerequisites("bench")
     assert "up" in prerequisites("dashboards")

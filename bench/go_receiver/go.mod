@@ -1,0 +1,16 @@
+// The seed's receiver, written the way its Go structs describe it, as a peer that bench/ingest.py
+// measures beside ours. Built by `make go-receiver`.
+module jobflow.dev/bench/go_receiver
+
+go 1.26.0
+
+require (
+	github.com/google/uuid v1.6.0
+	github.com/twmb/franz-go v1.22.3
+)
+
+require (
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
+)
