@@ -24,11 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
 from loadtest import tank
 from local.config import REPO
 from tests.stack.processes import ServiceProcess, service_process
-from tests.stack.topics import create_topics
+from tests.stack.topics import create_topics, delete_topics
 
 from bench.measures import PerSecond, per_second, rss_mib, sustained_rps
 from jobflow.core.settings import KafkaSettings
@@ -121,7 +120,8 @@ def receiver_on_own_topic(
         with service_process("receiver", environment, executable=executable) as receiver:
             yield receiver
     finally:
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
+        # Waited for: a deletion still queued when the process exits is never sent.
+        delete_topics(kafka, topic)
 
 
 def go_receiver() -> Path:
