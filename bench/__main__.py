@@ -133,8 +133,10 @@ def main() -> None:
     kafka = KafkaSettings(bootstrap_servers=settings.kafka_bootstrap)
     receiver_url = f"http://127.0.0.1:{stack.service_ports()['receiver']}"
 
-    print("==> ingest ceiling: bare endpoint, then receiver", flush=True)
-    bare, receiver = ingest.run(settings.kafka_bootstrap, plan.ingest_ramp, plan.ingest_fixed)
+    print("==> ingest ceiling: bare endpoint, receiver, then the seed's Go receiver", flush=True)
+    bare, receiver, go_receiver = ingest.run(
+        settings.kafka_bootstrap, plan.ingest_ramp, plan.ingest_fixed
+    )
     print(f"==> pipeline: {plan.pipeline}", flush=True)
     flow = pipeline.run(kafka, receiver_url, plan.pipeline)
     rss_after_pipeline = stack_rss(settings)
@@ -162,6 +164,7 @@ def main() -> None:
 
     rss = {
         "receiver_on_ingest": receiver.rss_mib,
+        "go_receiver_on_ingest": go_receiver.rss_mib,
         "bare_endpoint_on_ingest": bare.rss_mib,
         "after_pipeline": rss_after_pipeline,
         "after_seed_profile": rss_after_seed,
@@ -194,6 +197,10 @@ def main() -> None:
         "receiver_vs_bare": ratio(receiver.max_rps, bare.max_rps),
         "receiver_vs_bridge": None,
         "receiver_p99_ms_at_500rps": receiver.p99_ms_at_fixed,
+        "go_receiver_rps": go_receiver.max_rps,
+        "receiver_vs_go": ratio(receiver.max_rps, go_receiver.max_rps),
+        "go_receiver_p99_ms_at_500rps": go_receiver.p99_ms_at_fixed,
+        "go_receiver_reached_ramp_top": go_receiver.reached_ramp_top,
         "bare_p99_ms_at_500rps": bare.p99_ms_at_fixed,
         "pipeline_achieved_rps": flow.achieved_rps,
         "pipeline_p99_ms_over_sleep": round(tank.quantile(flow.done_over_sleep_ms, 0.99), 1),
@@ -245,7 +252,7 @@ def main() -> None:
     }
     results["targets"] = targets(results)
     results["scenarios"] = {
-        "ingest": [_without_series(run, "ramp", "fixed") for run in (bare, receiver)],
+        "ingest": [_without_series(run, "ramp", "fixed") for run in (bare, receiver, go_receiver)],
         "pipeline": _without_series(flow, *PIPELINE_SERIES),
         "mixed": _without_series(mixed, *PIPELINE_SERIES),
         "seed_profile": _without_series(acceptance, "load"),
@@ -258,7 +265,7 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     figures = RESULTS / f"{stamp}.json"
     figures.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    report.draw(RESULTS / f"{stamp}.png", [bare, receiver], flow, acceptance, scaling)
+    report.draw(RESULTS / f"{stamp}.png", [bare, receiver, go_receiver], flow, acceptance, scaling)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     print(f"written to {figures.relative_to(REPO)} and {stamp}.png beside it")
 
