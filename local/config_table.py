@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 from jobflow.components import SERVICES
 from jobflow.connector import ConnectorSettings
 from jobflow.core.settings import KafkaSettings, PostgresSettings
+from jobflow.dlq import DlqSettings
 from jobflow.schema.__main__ import ApplySettings
 from jobflow.smoke import SmokeSettings
 from jobflow.topics import TopicsSettings
@@ -39,6 +40,11 @@ SECTIONS: list[tuple[str, type[BaseSettings]]] = [
         "connector command (`python -m jobflow connector`, the chart's hook Job with "
         "`connect.external.url`; the database is `POSTGRES_*`)",
         ConnectorSettings,
+    ),
+    (
+        "dlq command (`python -m jobflow dlq`: dead letters listed, shown and replayed; "
+        "docs/operations.md)",
+        DlqSettings,
     ),
     ("local stack only", StackSettings),
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Protocol, TypeVar
 
@@ -27,10 +27,13 @@ class Command:
 
     name: str
     module: str
+    takes_arguments: bool = field(default=False, kw_only=True)
+    """Whether main() is given the arguments after the command's name (``dlq list <topic>``);
+    the others are told everything by their environment, and take none."""
 
-    def entry_point(self) -> Callable[[], int | None]:
+    def entry_point(self) -> Callable[..., int | None]:
         """``module``'s main(); what it returns is the process's exit status."""
-        entry: Callable[[], int | None] = importlib.import_module(self.module).main
+        entry: Callable[..., int | None] = importlib.import_module(self.module).main
         return entry
 
 
@@ -125,10 +128,12 @@ PIPELINE_SERVICES: Final = _by_name(*(s for s in SERVICES.values() if s.pipeline
 COMMANDS: Final = _by_name(
     *SERVICES.values(),
     # Run from the services' images, not images of their own: smoke is the chart's helm test;
-    # topics and connector are its hook Jobs for a Kafka and a Kafka Connect it does not manage.
+    # topics and connector are its hook Jobs for a Kafka and a Kafka Connect it does not manage;
+    # dlq is an operator's, run with kubectl exec or as a one-off Job (docs/operations.md).
     Command("smoke", "jobflow.smoke"),
     Command("topics", "jobflow.topics"),
     Command("connector", "jobflow.connector"),
+    Command("dlq", "jobflow.dlq", takes_arguments=True),
 )
 """What ``python -m jobflow`` runs."""
 

@@ -38,6 +38,16 @@ def records_since(
     kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) of every committed record of ``topic`` from ``start`` to its current end."""
+    return [
+        (message.key() or b"", message.value() or b"")
+        for message in messages_since(kafka, start, topic)
+    ]
+
+
+def messages_since(
+    kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
+) -> list[Message]:
+    """Every committed record of ``topic`` from ``start`` to its current end."""
     end = partition_end_offsets(kafka, topic)
     assignment = [
         TopicPartition(tp.topic, tp.partition, offset)
@@ -54,16 +64,13 @@ def records_since(
             "isolation.level": "read_committed",
         }
     )
-    found: list[tuple[bytes, bytes]] = []
+    found: list[Message] = []
     try:
         consumer.assign(assignment)
         remaining = {tp.partition for tp in assignment}
         deadline = time.monotonic() + 60
         while remaining and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error() is not None:
-                    continue
-                found.append((message.key() or b"", message.value() or b""))
+            found += [m for m in consumer.consume(1000, 0.5) if m.error() is None]
             # Transaction markers take offsets too: done when the position reaches the end.
             for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
                 if tp.offset >= end[TopicPartition(topic, tp.partition)]:

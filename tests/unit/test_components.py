@@ -28,3 +28,17 @@ def test_python_m_jobflow_offers_exactly_the_commands(capsys: pytest.CaptureFixt
     assert refused.value.code == 2
     offered = ", ".join(f"'{name}'" for name in COMMANDS)
     assert f"(choose from {offered})" in capsys.readouterr().err
+
+
+def test_python_m_jobflow_gives_its_arguments_to_the_commands_that_take_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # dlq's own parser answers: the arguments reached it.
+    with pytest.raises(SystemExit) as dlq:
+        main(["dlq", "replay", "receiver-topic.dlq"])
+    assert dlq.value.code == 2
+    assert "replay takes --all" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as topics:
+        main(["topics", "--all"])
+    assert topics.value.code == 2
+    assert "topics takes no arguments" in capsys.readouterr().err
