@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -217,7 +218,9 @@ class Kafka(Component):
         self.data = stack.path("kafka", "data")
         self.config = stack.path("kafka", "server.properties")
 
-    def java(self, main: str, *arguments: str, heap: str, log_name: str) -> list[str]:
+    def java(
+        self, main: str, *arguments: str, heap: str, log_name: str, options: tuple[str, ...] = ()
+    ) -> list[str]:
         return [
             "java",
             f"-Xmx{heap}",
@@ -225,6 +228,7 @@ class Kafka(Component):
             "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={self.stack.path('conf', 'log4j2.yaml')}",
             f"-Djobflow.log.name={log_name}",
+            *options,
             "-cp",
             f"{self.lib}/*",
             main,
@@ -304,15 +308,35 @@ class Connect(Component):
     connector = "postgres-connector"
 
     def __init__(
-        self, stack: StackSettings, kafka: Kafka, postgres: PostgresSettings, plugins: Path
+        self,
+        stack: StackSettings,
+        kafka: Kafka,
+        postgres: PostgresSettings,
+        plugins: Path,
+        metrics_agent: Path | None = None,
     ) -> None:
+        """``metrics_agent``: the JMX exporter's javaagent jar, to serve Connect's metrics on
+        ``stack.connect_metrics_port`` as Strimzi's KafkaConnect does in a cluster."""
         super().__init__(stack)
         self.endpoint = stack.connect_url
         self.ports = {stack.connect_port: "LOCAL_CONNECT_PORT"}
+        self.metrics_url = ""
+        if metrics_agent:
+            self.ports[stack.connect_metrics_port] = "LOCAL_CONNECT_METRICS_PORT"
+            self.metrics_url = f"http://{stack.host}:{stack.connect_metrics_port}/metrics"
+        self.metrics_agent = metrics_agent
         self.kafka = kafka
         self.postgres = postgres
         self.plugins = plugins
         self.config = stack.path("connect", "connect-distributed.properties")
+
+    def jvm_options(self) -> tuple[str, ...]:
+        if not self.metrics_agent:
+            return ()
+        # The chart's KafkaConnect hands Strimzi the same rules file (metricsConfig).
+        rules = CONTRACTS / "monitoring" / "connect-metrics.yaml"
+        address = f"{self.stack.host}:{self.stack.connect_metrics_port}"
+        return (f"-javaagent:{self.metrics_agent}={address}:{rules}",)
 
     def program(self) -> Program:
         return Program(
@@ -322,6 +346,7 @@ class Connect(Component):
                 str(self.config),
                 heap=self.stack.connect_heap,
                 log_name="connect",
+                options=self.jvm_options(),
             ),
             # The connector reads these through Connect's env config provider, so the password
             # is never stored in Kafka Connect's config topic.
@@ -346,7 +371,10 @@ class Connect(Component):
         )
 
     async def unready_reason(self) -> str | None:
-        return await http_unready_reason(f"{self.endpoint}/connectors")
+        unready = await http_unready_reason(f"{self.endpoint}/connectors")
+        if unready is None and self.metrics_url:
+            return await http_unready_reason(self.metrics_url)
+        return unready
 
     def connector_config(self) -> dict[str, str]:
         return {
@@ -370,6 +398,17 @@ class Connect(Component):
         step(self.name, f"connector {self.connector} running (charts/jobflow/files/connect/)")
 
 
+def helper_program(name: str, module: str, *arguments: str) -> Program:
+    """``python -m <module>`` from the project's virtualenv: one of the stack's own helpers,
+    which keep no state to flush, so they are given 5 s to stop."""
+    return Program(
+        name=name,
+        command=[str(REPO / ".venv" / "bin" / "python"), "-m", module, *arguments],
+        directory=REPO,
+        stop_wait_s=5,
+    )
+
+
 class ConnectWatchdog(Component):
     """Restarts the connector's failed tasks (local/connect_watchdog.py)."""
 
@@ -382,17 +421,8 @@ class ConnectWatchdog(Component):
         self.ports = {}
 
     def program(self) -> Program:
-        return Program(
-            name=self.name,
-            command=[
-                str(REPO / ".venv" / "bin" / "python"),
-                "-m",
-                "local.connect_watchdog",
-                self.connect.endpoint,
-                self.connect.connector,
-            ],
-            directory=REPO,
-            stop_wait_s=5,
+        return helper_program(
+            self.name, "local.connect_watchdog", self.connect.endpoint, self.connect.connector
         )
 
     async def unready_reason(self) -> str | None:
@@ -473,17 +503,59 @@ class ClickHouse(Component):
         step(self.name, f"{tables} in place (ClickHouse {version})")
 
 
+class LagExporter(Component):
+    """Consumer group lag for Prometheus (local/lag_exporter.py), where a cluster has Strimzi's
+    Kafka Exporter."""
+
+    name = "lag-exporter"
+
+    def __init__(self, stack: StackSettings) -> None:
+        super().__init__(stack)
+        self.address = f"{stack.host}:{stack.lag_exporter_port}"
+        self.endpoint = f"http://{self.address}/metrics"
+        self.ports = {stack.lag_exporter_port: "LOCAL_LAG_EXPORTER_PORT"}
+
+    def program(self) -> Program:
+        return helper_program(
+            self.name,
+            "local.lag_exporter",
+            f"--bootstrap-servers={self.stack.kafka_bootstrap}",
+            f"--listen={self.address}",
+        )
+
+    async def unready_reason(self) -> str | None:
+        return await http_unready_reason(self.endpoint)
+
+
 class Prometheus(Component):
     name = "prometheus"
+    rules = CONTRACTS / "monitoring" / "rules.yaml"
 
-    def __init__(self, stack: StackSettings, service_ports: dict[str, int]) -> None:
+    def __init__(self, stack: StackSettings, targets: dict[str, str]) -> None:
+        """``targets``: the address (host:port) each scrape job reads /metrics from."""
         super().__init__(stack)
         self.endpoint = stack.prometheus_url
         self.ports = {stack.prometheus_port: "LOCAL_PROMETHEUS_PORT"}
-        self.service_ports = service_ports
+        self.targets = targets
         self.config = stack.path("prometheus", "prometheus.yml")
 
+    def scrape_config(self) -> str:
+        config = {
+            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            # The chart's alert rules, the very file its PrometheusRule carries.
+            "rule_files": [str(self.rules)],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [address]}]}
+                for job, address in self.targets.items()
+            ],
+        }
+        return yaml.safe_dump(config, sort_keys=False)
+
     def program(self) -> Program:
+        # Prometheus reads its configuration and rules at start only. Their digest in the
+        # program's environment makes `make up` restart a running Prometheus when either
+        # changed (supervisord restarts a program whose definition changed), and only then.
+        digest = hashlib.sha256(self.scrape_config().encode() + self.rules.read_bytes()).hexdigest()
         return Program(
             name=self.name,
             command=[
@@ -493,23 +565,12 @@ class Prometheus(Component):
                 "--storage.tsdb.retention.time=2d",
                 f"--web.listen-address=127.0.0.1:{self.stack.prometheus_port}",
             ],
+            environment={"JOBFLOW_PROMETHEUS_CONFIG_SHA256": digest},
         )
 
     def prepare(self) -> None:
         self.config.parent.mkdir(parents=True, exist_ok=True)
-        scrape = {
-            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-            # The chart's alert rules, the very file its PrometheusRule carries.
-            "rule_files": [str(CONTRACTS / "monitoring" / "rules.yaml")],
-            "scrape_configs": [
-                {
-                    "job_name": service,
-                    "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
-                }
-                for service, port in self.service_ports.items()
-            ],
-        }
-        self.config.write_text(yaml.safe_dump(scrape, sort_keys=False))
+        self.config.write_text(self.scrape_config())
 
     async def unready_reason(self) -> str | None:
         return await http_unready_reason(f"{self.endpoint}/-/ready")

@@ -38,11 +38,19 @@ class StackSettings(BaseSettings):
     kafka_heap: str = Field(default="512m", description="Kafka broker JVM heap (-Xmx).")
     connect_port: int = Field(default=8083, description="Kafka Connect REST port.")
     connect_heap: str = Field(default="512m", description="Kafka Connect JVM heap (-Xmx).")
+    connect_metrics_port: int = Field(
+        default=9404,
+        description="Kafka Connect's Prometheus metrics (the JMX exporter's javaagent).",
+    )
     clickhouse_http_port: int = Field(default=8123, description="ClickHouse HTTP port.")
     clickhouse_tcp_port: int = Field(default=9000, description="ClickHouse native port.")
     clickhouse_user: str = Field(default="default", description="ClickHouse user.")
     clickhouse_password: SecretStr = Field(
         default=SecretStr(""), description="ClickHouse password (empty: local only)."
+    )
+    lag_exporter_port: int = Field(
+        default=9308,
+        description="Consumer group lag for Prometheus (local/lag_exporter.py).",
     )
     prometheus_port: int = Field(default=9090, description="Prometheus port.")
     ready_timeout_s: float = Field(

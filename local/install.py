@@ -1,4 +1,5 @@
-"""Installs what the local stack runs: Debian packages, and Kafka's jars from Maven Central.
+"""Installs what the local stack runs: Debian packages, and Kafka's jars and the JMX exporter's
+javaagent from Maven Central.
 
 Every step checks first and does nothing when its result is already there, so `make up` can be
 run again at any time.
@@ -19,6 +20,14 @@ from local.output import step
 DEBIAN_PACKAGES = ("postgresql", "clickhouse-server", "prometheus")
 POM = REPO / "local" / "java" / "pom.xml"
 DEBEZIUM_JDBC = "io.debezium:debezium-connector-jdbc:3.6.0.Final:tar.gz:plugin"
+# The Prometheus JMX exporter's javaagent: Kafka Connect's metrics, as Strimzi's KafkaConnect
+# metricsConfig serves them in a cluster. 1.0.1 is the newest Maven Central lists here; Strimzi
+# 1.2.0's image carries 1.6.0, which is not there, so the cluster's exporter is not the one run
+# here (the rules file uses only the rule fields both versions document).
+JMX_EXPORTER = "io.prometheus.jmx:jmx_prometheus_javaagent:1.0.1"
+# Checked after every download: a moved or tampered artifact stops `make up` here, not in the
+# JVM. Maven also checks it against Maven Central's own SHA-1 (-C).
+JMX_EXPORTER_SHA256 = "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1"
 
 
 def _as_root(command: list[str]) -> list[str]:
@@ -135,8 +144,43 @@ def debezium_plugin(settings: StackSettings) -> Path:
     return plugins
 
 
+def jmx_exporter_jar(settings: StackSettings) -> Path:
+    """Where the JMX exporter's javaagent lives once installed."""
+    _, artifact, version = JMX_EXPORTER.split(":")
+    return settings.path("java", "agents", f"{artifact}-{version}.jar")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def jmx_exporter(settings: StackSettings) -> Path:
+    """The JMX exporter's javaagent jar, fetched once and checked against its pinned SHA-256."""
+    jar = jmx_exporter_jar(settings)
+    if jar.exists() and _sha256(jar) == JMX_EXPORTER_SHA256:
+        step("jmx exporter", f"present: {jar}")
+        return jar
+    step("jmx exporter", f"fetching {JMX_EXPORTER} from Maven Central")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=jar.parent, prefix="download."))
+    try:
+        _maven(
+            "-C", "dependency:copy", f"-Dartifact={JMX_EXPORTER}", f"-DoutputDirectory={staging}"
+        )
+        fetched = staging / jar.name
+        if (actual := _sha256(fetched)) != JMX_EXPORTER_SHA256:
+            raise RuntimeError(
+                f"{jar.name}: SHA-256 {actual}, expected {JMX_EXPORTER_SHA256} (local/install.py)"
+            )
+        fetched.replace(jar)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return jar
+
+
 def everything(settings: StackSettings) -> None:
     settings.dir.mkdir(parents=True, exist_ok=True)
     debian_packages(settings)
     kafka_jars(settings)
     debezium_plugin(settings)
+    jmx_exporter(settings)

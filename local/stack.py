@@ -17,6 +17,7 @@ from local.components import (
     Connect,
     ConnectWatchdog,
     Kafka,
+    LagExporter,
     Postgres,
     Prometheus,
     Service,
@@ -32,11 +33,23 @@ def service_ports() -> dict[str, int]:
     return {name: service.configured_port() for name, service in PIPELINE_SERVICES.items()}
 
 
+def scrape_targets(stack: StackSettings) -> dict[str, str]:
+    """What the local Prometheus scrapes, by job: the services, Kafka Connect's JMX exporter
+    and the lag exporter (in a cluster: the ServiceMonitor, and k8s/strimzi's PodMonitors)."""
+    return {
+        **{name: f"127.0.0.1:{port}" for name, port in service_ports().items()},
+        Connect.name: f"{stack.host}:{stack.connect_metrics_port}",
+        LagExporter.name: f"{stack.host}:{stack.lag_exporter_port}",
+    }
+
+
 def components(stack: StackSettings) -> list[Component]:
     """Every component, in start order: each may depend on those before it."""
     postgres = PostgresSettings()
     kafka = Kafka(stack, stack.path("java", "lib"))
-    connect = Connect(stack, kafka, postgres, stack.path("java", "plugins"))
+    connect = Connect(
+        stack, kafka, postgres, stack.path("java", "plugins"), install.jmx_exporter_jar(stack)
+    )
     environment = service_environment(stack, postgres)
     ports = service_ports()
     return [
@@ -45,11 +58,12 @@ def components(stack: StackSettings) -> list[Component]:
         ClickHouse(stack),
         connect,
         ConnectWatchdog(stack, connect),
+        LagExporter(stack),
         *(
             Service(stack, spec, ports[name], environment)
             for name, spec in PIPELINE_SERVICES.items()
         ),
-        Prometheus(stack, ports),
+        Prometheus(stack, scrape_targets(stack)),
     ]
 
 

@@ -2,8 +2,8 @@
 charts/jobflow/files/monitoring/services-dashboard.json (Grafana's JSON model), which the chart
 provisions and tests/stack/test_observability.py checks against the local Prometheus.
 
-One row per service and one for the pipeline; every panel queries Prometheus through the
-dashboard's `datasource` variable, never a fixed datasource uid.
+One row per service, one for the sinks and one for the pipeline; every panel queries Prometheus
+through the dashboard's `datasource` variable, never a fixed datasource uid.
 """
 
 from __future__ import annotations
@@ -116,6 +116,13 @@ def stage_row(
 
 RECEIVER = '{handler="/api/v1/create/job"}'
 INFORMER = '{handler="/info/{job_id}"}'
+# The consumer groups that report no lag of their own: Kafka Connect's sink (connect-<its
+# connector>) and ClickHouse's Kafka engine (kafka_group_name in clickhouse/schema.sql). Their
+# lag comes from Kafka Exporter's kafka_consumergroup_lag, as in the alert rules.
+SINK_GROUPS = ("connect-postgres-connector", "clickhouse")
+SINKS = f'{{consumergroup=~"{"|".join(SINK_GROUPS)}"}}'
+# The Kafka Connect sink's connector: the chart's KafkaConnector, the local stack's.
+CONNECTOR = '{connector="postgres-connector"}'
 
 ROWS = (
     Row(
@@ -152,6 +159,50 @@ ROWS = (
         "jobflow_jobs_converted_total",
         "converted",
         "postgres-topic|clickhouse-topic",
+    ),
+    Row(
+        "Sinks",
+        (
+            Panel(
+                "Connector state",
+                "short",
+                (
+                    Query(
+                        f"max by (connector, status) (kafka_connect_connector_status{CONNECTOR})",
+                        "{{connector}}: {{status}}",
+                    ),
+                ),
+                "Kafka Connect's JMX metrics: a series at 1 for the state the connector is in "
+                "(running, paused, stopped, failed, unassigned); the legend names it.",
+            ),
+            Panel(
+                "Connector tasks by state",
+                "short",
+                tuple(
+                    Query(
+                        "sum by (connector) "
+                        f"(kafka_connect_worker_connector_{state}_task_count{CONNECTOR})",
+                        state,
+                    )
+                    for state in ("running", "failed", "paused", "restarting", "unassigned")
+                ),
+                "The connector's tasks on all workers, by state: anything but running for 5 "
+                "minutes is JobflowConnectorNotRunning.",
+            ),
+            Panel(
+                "Sink consumer lag",
+                "short",
+                (
+                    Query(
+                        f"sum by (consumergroup) (kafka_consumergroup_lag{SINKS})",
+                        "{{consumergroup}}",
+                    ),
+                ),
+                "Records after the committed offsets of Kafka Connect's sink and ClickHouse's "
+                "Kafka engine (Kafka Exporter). With transactions, a group that is caught up "
+                "may show 1 a partition: the commit marker after its last record.",
+            ),
+        ),
     ),
     Row(
         "Informer",

@@ -419,6 +419,19 @@ def test_the_alert_rules_are_a_prometheus_rule_when_the_cluster_serves_that_kind
     )
 
 
+def test_kafka_connect_serves_its_metrics_by_the_local_stacks_jmx_exporter_rules() -> None:
+    """The states the connector alert reads: Strimzi runs the JMX exporter with the file the
+    local Connect worker's javaagent reads."""
+    objects = render()
+    (connect,) = kinds(objects, "KafkaConnect").values()
+    metrics = connect["spec"]["metricsConfig"]
+    assert metrics["type"] == "jmxPrometheusExporter"
+    reference = metrics["valueFrom"]["configMapKeyRef"]
+    config_map = kinds(objects, "ConfigMap")[reference["name"]]
+    rules = (CONTRACTS / "monitoring" / "connect-metrics.yaml").read_text()
+    assert config_map["data"] == {reference["key"]: rules}
+
+
 # Strimzi's release ships these dashboards under packaging/examples/metrics/grafana-dashboards/.
 STRIMZI_DASHBOARDS = {
     "strimzi-kafka",

@@ -255,7 +255,8 @@ def cluster_of(*helm_arguments: str) -> Cluster:
                     "strimzi.io/kind": "KafkaConnect",
                     "strimzi.io/name": f"{name}-connect",
                 },
-                ports=tcp(**{"rest-api": 8083}),
+                # Strimzi's names: the REST API, and the metrics of the metricsConfig.
+                ports=tcp(**{"rest-api": 8083, "tcp-prometheus": 9404}),
             )
         )
     if "connector" in pods:
@@ -347,7 +348,11 @@ def needed_flows(
         if postgres == EXTERNAL_POSTGRES.name:
             # An external server is any address outside the pod network unless narrowed.
             flows.add(("connect", "internet", "TCP-5432"))
-        flows |= {("connect", "connect", "rest-api"), ("strimzi-operator", "connect", "rest-api")}
+        flows |= {
+            ("connect", "connect", "rest-api"),
+            ("strimzi-operator", "connect", "rest-api"),
+            ("prometheus", "connect", "tcp-prometheus"),
+        }
         api_callers.append("connect")
     else:
         flows.add(("connector", "connect", "rest-api"))

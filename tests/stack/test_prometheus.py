@@ -1,4 +1,5 @@
-"""Prometheus on the local stack scrapes every service."""
+"""Prometheus on the local stack scrapes every service, Kafka Connect's JMX exporter and the
+lag exporter."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import time
 
 import httpx
 from local.config import StackSettings
-from local.stack import service_ports
+from local.stack import scrape_targets, service_ports
 
 
-async def test_prometheus_scrapes_all_four_services(local_stack: StackSettings) -> None:
-    wanted = set(service_ports())
+async def test_prometheus_scrapes_every_target(local_stack: StackSettings) -> None:
+    wanted = set(scrape_targets(local_stack))
     deadline = time.monotonic() + 60
     async with httpx.AsyncClient(base_url=local_stack.prometheus_url, timeout=10) as prometheus:
         while True:
@@ -24,4 +25,4 @@ async def test_prometheus_scrapes_all_four_services(local_stack: StackSettings) 
         result = (
             await prometheus.get("/api/v1/query", params={"query": "jobflow_build_info"})
         ).json()["data"]["result"]
-    assert {series["metric"]["service"] for series in result} == wanted
+    assert {series["metric"]["service"] for series in result} == set(service_ports())
