@@ -23,6 +23,7 @@ from monitoring.dashboard import DASHBOARD, RATE
 from monitoring.render import render
 
 from jobflow.core.settings import KafkaSettings
+from tests.polling import eventually
 from tests.stack.topics import produce
 
 # run by make observability-check too (tests/targets.mk)
@@ -66,11 +67,17 @@ def test_each_alert_fires_when_it_should_and_not_before(local_stack: StackSettin
 
 
 def test_the_local_prometheus_loaded_the_rules(local_stack: StackSettings) -> None:
-    answer = httpx.get(f"{local_stack.prometheus_url}/api/v1/rules", timeout=10).json()
-    (group,) = [g for g in answer["data"]["groups"] if g["name"] == "jobflow"]
-    assert {rule["name"] for rule in group["rules"]} == ALERTS
+    def evaluated() -> list[dict[str, Any]]:
+        answer = httpx.get(f"{local_stack.prometheus_url}/api/v1/rules", timeout=10).json()
+        (group,) = [g for g in answer["data"]["groups"] if g["name"] == "jobflow"]
+        rules: list[dict[str, Any]] = group["rules"]
+        # "unknown" until the first evaluation, 5 s at most after Prometheus (re)started.
+        return rules if all(rule["health"] != "unknown" for rule in rules) else []
+
+    rules = eventually(evaluated, 30, "the rules were never evaluated")
+    assert {rule["name"] for rule in rules} == ALERTS
     # Evaluated on the real series without an error (a rule that cannot be is "err").
-    assert {rule["name"]: rule["health"] for rule in group["rules"]} == dict.fromkeys(ALERTS, "ok")
+    assert {rule["name"]: rule["health"] for rule in rules} == dict.fromkeys(ALERTS, "ok")
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
