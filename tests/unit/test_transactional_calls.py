@@ -240,3 +240,23 @@ async def test_records_of_an_aborted_transaction_leave_the_in_flight_count() -> 
     await stage_runner._commit_finished(asyncio.Event())
     assert producer.aborts == 1
     assert RECORDS_IN_FLIGHT.labels("unit-abort")._value.get() == 0
+
+
+class OffsetsTimeOut(CommitNeedsAbort):
+    """A transactional producer whose offsets request the coordinator does not answer in time."""
+
+    async def send_offsets_to_transaction(self, *_: object) -> None:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))
+
+
+async def test_offsets_that_timed_out_are_not_retried_on_the_same_producer() -> None:
+    # Regression: the transaction was aborted and its records retried on the same producer,
+    # while its TxnOffsetCommit could still land in the next transaction of the same epoch and
+    # commit offsets whose outputs had been aborted.
+    producer = OffsetsTimeOut()
+    stage_runner = StageRunner(
+        cast(Any, Echo()), cast(Any, OnePartition()), cast(Any, producer), NOWHERE, 10, 0.1
+    )
+    with pytest.raises(ProducerFailedError, match="offsets did not finish in time"):
+        await stage_runner._transact([TopicPartition("in", 0, 1)], [])
+    assert producer.aborts == 0

@@ -335,11 +335,7 @@ class StageRunner(Generic[In]):
             # the records already queued (one may say a record can never be delivered).
             for record in records:
                 acks.append(self._producer.produce(record))
-            await self._producer.send_offsets_to_transaction(
-                offsets,
-                await self._consumer.group_metadata(),
-                self._transaction_timeout_s,
-            )
+            await self._send_offsets(offsets)
             await self._commit()
         except (KafkaException, ProducerQueueFullError) as exc:
             await self._abort(exc, acks)
@@ -361,6 +357,19 @@ class StageRunner(Generic[In]):
             return
         TRANSACTIONS.labels(self._stage.name, "aborted").inc()
 
+    async def _send_offsets(self, offsets: list[TopicPartition]) -> None:
+        """send_offsets_to_transaction, once, for the reason _commit gives: a TxnOffsetCommit
+        still in flight after a timeout could land in the next transaction of the same epoch,
+        committing offsets whose outputs were aborted with this one."""
+        metadata = await self._consumer.group_metadata()
+        try:
+            await self._producer.send_offsets_to_transaction(
+                offsets, metadata, self._transaction_timeout_s
+            )
+        except KafkaException as exc:
+            self._give_up_if_retriable(exc, "offsets")
+            raise
+
     async def _commit(self) -> None:
         """commit_transaction, once: a commit that does not finish in time gives the producer up.
 
@@ -377,12 +386,15 @@ class StageRunner(Generic[In]):
         try:
             await self._producer.commit_transaction(self._transaction_timeout_s)
         except KafkaException as exc:
-            if kafka_error(exc).retriable():
-                TRANSACTIONS.labels(self._stage.name, "failed").inc()
-                raise ProducerFailedError(
-                    f"commit did not finish in time and may still land: {exc}"
-                ) from exc
+            self._give_up_if_retriable(exc, "commit")
             raise
+
+    def _give_up_if_retriable(self, error: KafkaException, what: str) -> None:
+        if kafka_error(error).retriable():
+            TRANSACTIONS.labels(self._stage.name, "failed").inc()
+            raise ProducerFailedError(
+                f"{what} did not finish in time and may still land: {error}"
+            ) from error
 
     async def _abort(self, cause: Exception, acks: list[asyncio.Future[Message]]) -> None:
         """Abort after ``cause``; raise ProducerFailedError when no retry can help."""
