@@ -11,12 +11,14 @@ import asyncio
 import base64
 import glob
 import hashlib
+import json
 import os
 import pwd
 import shutil
 import subprocess
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from string import Template
@@ -59,6 +61,9 @@ async def http_unready_reason(url: str, expect: int = 200) -> str | None:
 class Component(ABC):
     name: str
     endpoint: str = ""
+    start_group: str = ""
+    """Components of one group (next to each other in the start order) are started together,
+    then waited for: none is ready without the others (a KRaft quorum's nodes)."""
     ports: dict[int, str]
     """The loopback ports the component listens on, each with the variable that sets it."""
 
@@ -205,18 +210,33 @@ class Postgres(Component):
 
 
 class Kafka(Component):
-    name = "kafka"
+    """One Kafka broker of the stack: a KRaft node that is broker and controller.
 
-    def __init__(self, stack: StackSettings, lib: Path) -> None:
+    With LOCAL_KAFKA_BROKERS above 1 the stack runs one per node id, ``kafka-1``, ``kafka-2``,
+    ...; they start together (``start_group``), as none is ready before a quorum of them runs.
+    """
+
+    start_group = "kafka"
+
+    def __init__(self, stack: StackSettings, lib: Path, node: int = 1) -> None:
         super().__init__(stack)
-        self.endpoint = stack.kafka_bootstrap
+        self.node = node
+        self.port = stack.kafka_broker_port(node)
+        self.controller_port = stack.kafka_node_controller_port(node)
+        self.endpoint = f"{stack.host}:{self.port}"
         self.ports = {
-            stack.kafka_port: "LOCAL_KAFKA_PORT",
-            stack.kafka_controller_port: "LOCAL_KAFKA_CONTROLLER_PORT",
+            self.port: "LOCAL_KAFKA_PORT",
+            self.controller_port: "LOCAL_KAFKA_CONTROLLER_PORT",
         }
         self.lib = lib
-        self.data = stack.path("kafka", "data")
-        self.config = stack.path("kafka", "server.properties")
+        if stack.kafka_brokers == 1:
+            self.name = "kafka"
+            home = stack.path("kafka")
+        else:
+            self.name = f"kafka-{node}"
+            home = stack.path("kafka", str(node))
+        self.data = home / "data"
+        self.config = home / "server.properties"
 
     def java(
         self, main: str, *arguments: str, heap: str, log_name: str, options: tuple[str, ...] = ()
@@ -239,38 +259,53 @@ class Kafka(Component):
         return Program(
             name=self.name,
             command=self.java(
-                "kafka.Kafka", str(self.config), heap=self.stack.kafka_heap, log_name="kafka"
+                "kafka.Kafka", str(self.config), heap=self.stack.kafka_heap, log_name=self.name
             ),
             stop_wait_s=60,
         )
 
     def prepare(self) -> None:
+        stack = self.stack
         render_template(
             TEMPLATES / "log4j2.yaml",
-            self.stack.path("conf", "log4j2.yaml"),
-            {"LOG_DIR": str(self.stack.path("logs"))},
+            stack.path("conf", "log4j2.yaml"),
+            {"LOG_DIR": str(stack.path("logs"))},
         )
+        controllers = [
+            f"{stack.host}:{stack.kafka_node_controller_port(node)}" for node in stack.kafka_nodes
+        ]
         render_template(
             TEMPLATES / "kafka" / "server.properties",
             self.config,
             {
+                "NODE_ID": str(self.node),
                 "KAFKA_DATA_DIR": str(self.data),
-                "HOST": self.stack.host,
-                "KAFKA_PORT": str(self.stack.kafka_port),
-                "KAFKA_CONTROLLER_PORT": str(self.stack.kafka_controller_port),
+                "HOST": stack.host,
+                "KAFKA_PORT": str(self.port),
+                "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+                "CONTROLLERS": ",".join(controllers),
+                "REPLICATION": str(stack.kafka_replication),
+                "MIN_INSYNC": str(stack.kafka_min_insync),
             },
         )
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = kafka_cluster_id()
-        step(self.name, f"formatting storage in {self.data} (cluster {cluster_id})")
+        cluster = KraftCluster.of(stack)
+        step(self.name, f"formatting storage in {self.data} (cluster {cluster.cluster_id})")
         self.data.mkdir(parents=True, exist_ok=True)
+        # One node is its own quorum; several are formatted with the same first voters, each
+        # with the directory id the list gives its node.
+        quorum = (
+            ["--standalone"]
+            if stack.kafka_brokers == 1
+            else ["--initial-controllers", cluster.initial_controllers]
+        )
         command = self.java(
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *quorum,
             "--cluster-id",
-            cluster_id,
+            cluster.cluster_id,
             "--config",
             str(self.config),
             heap="256m",
@@ -283,13 +318,20 @@ class Kafka(Component):
         return AdminClient({"bootstrap.servers": self.stack.kafka_bootstrap, "log_level": 0})
 
     async def unready_reason(self) -> str | None:
+        """None once this broker answers on its own port and is one of the cluster's live
+        brokers (registered and unfenced)."""
+        own = AdminClient({"bootstrap.servers": self.endpoint, "log_level": 0})
         try:
-            await asyncio.to_thread(self.admin().list_topics, timeout=2)
+            metadata = await asyncio.to_thread(own.list_topics, timeout=2)
         except Exception as exc:
             return str(exc)
+        if self.node not in metadata.brokers:
+            return f"broker {self.node} not among the live brokers {sorted(metadata.brokers)}"
         return None
 
     async def setup(self) -> None:
+        if self.node != 1:
+            return  # the cluster's topics are set up once, by the first broker
         topics = load_topics(CONTRACTS / "topics.yaml")
         outcome = await asyncio.to_thread(
             ensure_topics,
@@ -297,10 +339,49 @@ class Kafka(Component):
             topics,
             partial(step, self.name),
             self.stack.ready_timeout_s,
+            # The file's partitions and configs; the replicas the brokers can hold.
+            self.stack.kafka_replication,
         )
         if outcome.problems:
             raise RuntimeError("; ".join(outcome.problems))
-        step(self.name, f"{len(topics)} topics in place (charts/jobflow/files/topics.yaml)")
+        step(
+            self.name,
+            f"{len(topics)} topics in place (charts/jobflow/files/topics.yaml, "
+            f"{self.stack.kafka_replication} replicas, min.insync.replicas "
+            f"{self.stack.kafka_min_insync})",
+        )
+
+
+def kafka_brokers(stack: StackSettings, lib: Path) -> list[Kafka]:
+    """The stack's brokers, one per KRaft node id."""
+    return [Kafka(stack, lib, node) for node in stack.kafka_nodes]
+
+
+@dataclass(frozen=True)
+class KraftCluster:
+    """What every node of the stack's KRaft cluster is formatted with: the cluster id and, for
+    a quorum of several, the first voters (node id, controller address, directory id). Kept
+    in ``kafka/cluster.json``, so that a node formatted later (its data deleted) joins the
+    same cluster."""
+
+    cluster_id: str
+    initial_controllers: str
+
+    @classmethod
+    def of(cls, stack: StackSettings) -> KraftCluster:
+        saved = stack.path("kafka", "cluster.json")
+        if saved.exists():
+            return cls(**json.loads(saved.read_text()))
+        cluster = cls(
+            cluster_id=kafka_cluster_id(),
+            initial_controllers=",".join(
+                f"{node}@{stack.host}:{stack.kafka_node_controller_port(node)}:{kafka_cluster_id()}"
+                for node in stack.kafka_nodes
+            ),
+        )
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(asdict(cluster)))
+        return cluster
 
 
 class Connect(Component):
@@ -364,7 +445,8 @@ class Connect(Component):
             self.config,
             {
                 "HOST": self.stack.host,
-                "KAFKA_PORT": str(self.stack.kafka_port),
+                "KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
+                "REPLICATION": str(self.stack.kafka_replication),
                 "CONNECT_PORT": str(self.stack.connect_port),
                 "CONNECT_PLUGIN_DIR": str(self.plugins),
             },
@@ -628,7 +710,7 @@ def warn_if_changed(component: str, contract: str, statements: list[str], marker
 
 
 def kafka_cluster_id() -> str:
-    """A random KRaft cluster id as Kafka's own Uuid.randomUuid() makes it.
+    """A random id as Kafka's own Uuid.randomUuid() makes it: a cluster id, or a directory id.
 
     Its base64url text starts with "-" about once in 64 draws; StorageTool's argument parser
     then reads the id as an option and fails, so, like Kafka, draw again.

@@ -33,8 +33,20 @@ class StackSettings(BaseSettings):
         default=IPv4Network("127.0.0.1/32"),
         description="Clients PostgreSQL and ClickHouse accept besides loopback.",
     )
-    kafka_port: int = Field(default=9092, description="Kafka broker port.")
-    kafka_controller_port: int = Field(default=9093, description="KRaft controller port.")
+    kafka_brokers: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Kafka brokers, each a KRaft node that is broker and controller. Broker n listens "
+            "on LOCAL_KAFKA_PORT + 2(n-1), its controller on LOCAL_KAFKA_CONTROLLER_PORT + "
+            "2(n-1). The replication factor of every topic is the broker count up to 3, "
+            "min.insync.replicas one less (at least 1)."
+        ),
+    )
+    kafka_port: int = Field(default=9092, description="Kafka broker port (the first broker's).")
+    kafka_controller_port: int = Field(
+        default=9093, description="KRaft controller port (the first broker's)."
+    )
     kafka_heap: str = Field(default="512m", description="Kafka broker JVM heap (-Xmx).")
     connect_port: int = Field(default=8083, description="Kafka Connect REST port.")
     connect_heap: str = Field(default="512m", description="Kafka Connect JVM heap (-Xmx).")
@@ -58,8 +70,30 @@ class StackSettings(BaseSettings):
     )
 
     @property
+    def kafka_nodes(self) -> range:
+        """The brokers' KRaft node ids: 1 to the broker count."""
+        return range(1, self.kafka_brokers + 1)
+
+    def kafka_broker_port(self, node: int) -> int:
+        return self.kafka_port + 2 * (node - 1)
+
+    def kafka_node_controller_port(self, node: int) -> int:
+        return self.kafka_controller_port + 2 * (node - 1)
+
+    @property
+    def kafka_replication(self) -> int:
+        """Replicas of every topic, internal ones included: one per broker, up to 3."""
+        return min(self.kafka_brokers, 3)
+
+    @property
+    def kafka_min_insync(self) -> int:
+        """min.insync.replicas: with 3 replicas, one broker may be away and writes go on."""
+        return max(1, self.kafka_replication - 1)
+
+    @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        """Every broker, comma-separated."""
+        return ",".join(f"{self.host}:{self.kafka_broker_port(node)}" for node in self.kafka_nodes)
 
     @property
     def connect_url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import socket
 import time
@@ -16,11 +17,11 @@ from local.components import (
     Component,
     Connect,
     ConnectWatchdog,
-    Kafka,
     LagExporter,
     Postgres,
     Prometheus,
     Service,
+    kafka_brokers,
     service_environment,
 )
 from local.config import StackSettings
@@ -46,15 +47,15 @@ def scrape_targets(stack: StackSettings) -> dict[str, str]:
 def components(stack: StackSettings) -> list[Component]:
     """Every component, in start order: each may depend on those before it."""
     postgres = PostgresSettings()
-    kafka = Kafka(stack, stack.path("java", "lib"))
+    brokers = kafka_brokers(stack, stack.path("java", "lib"))
     connect = Connect(
-        stack, kafka, postgres, stack.path("java", "plugins"), install.jmx_exporter_jar(stack)
+        stack, brokers[0], postgres, stack.path("java", "plugins"), install.jmx_exporter_jar(stack)
     )
     environment = service_environment(stack, postgres)
     ports = service_ports()
     return [
         Postgres(stack, postgres),
-        kafka,
+        *brokers,
         ClickHouse(stack),
         connect,
         ConnectWatchdog(stack, connect),
@@ -112,18 +113,25 @@ async def up(stack: StackSettings) -> None:
 
 async def start_all(stack: StackSettings, parts: list[Component], set_up: list[Component]) -> None:
     """Start ``parts`` in order under the stack's supervisord, each once the one before is
-    ready; set up those of ``set_up`` (topics, tables, the connector) once they are."""
+    ready (the components of one start group together); set up those of ``set_up`` (topics,
+    tables, the connector) once they are."""
     supervisor = Supervisor(stack)
     for component in parts:
         component.prepare()
     supervisor.start_daemon([component.program() for component in parts])
-    for component in parts:
+    groups = itertools.groupby(parts, key=lambda component: component.start_group or component)
+    for _, group in groups:
+        together = list(group)
         started = time.monotonic()
-        start(component, supervisor)
-        await wait_ready(component, stack.ready_timeout_s, supervisor)
-        step(component.name, f"ready at {component.endpoint} ({time.monotonic() - started:.1f}s)")
-        if component in set_up:
-            await component.setup()
+        for component in together:
+            start(component, supervisor)
+        for component in together:
+            await wait_ready(component, stack.ready_timeout_s, supervisor)
+            elapsed = time.monotonic() - started
+            step(component.name, f"ready at {component.endpoint} ({elapsed:.1f}s)")
+        for component in together:
+            if component in set_up:
+                await component.setup()
 
 
 def print_endpoints(parts: list[Component]) -> None:
