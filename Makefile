@@ -12,7 +12,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 RUN := $(UV) run --frozen
 
-.PHONY: cluster-up cluster-down cluster-status images cluster-deploy test-cluster help loadtest-env checkov-env quix-env go-receiver up down status logs clean test test-unit test-stack test-chaos chaos bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
+.PHONY: cluster-up cluster-down cluster-status images cluster-deploy test-cluster help loadtest-env checkov-env quix-env go-receiver up down status logs clean test test-unit test-stack test-chaos chaos chaos-brokers bench security-check observability-check dashboards test-operator chart-check kube-tools strimzi-crds lint format typecheck docs \
 	minikube-up deploy port-forward smoke loadtest undeploy
 
 help: ## list the targets
@@ -119,6 +119,18 @@ test-chaos: $(call test_needs,test-chaos) ## the fault-injection suite, short pr
 
 chaos: $(call test_needs,chaos) ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
 	@CHAOS_PROFILE=full $(RUN) pytest $(call pytest_args,chaos)
+
+# The stack `make chaos-brokers` runs on: three brokers, beside `make up`'s stack and not in its
+# way (a home and ports of its own); Kafka's jars are make up's. The suite stops it at the end.
+THREE_BROKERS := LOCAL_DIR=$(CURDIR)/.local/three-brokers LOCAL_KAFKA_BROKERS=3 \
+	LOCAL_KAFKA_PORT=19092 LOCAL_KAFKA_CONTROLLER_PORT=19093 POSTGRES_PORT=15432 \
+	LOCAL_CLICKHOUSE_HTTP_PORT=18123 LOCAL_CLICKHOUSE_TCP_PORT=19000 LOCAL_CONNECT_PORT=18083 \
+	LOCAL_CONNECT_METRICS_PORT=19404 LOCAL_LAG_EXPORTER_PORT=19308 LOCAL_PROMETHEUS_PORT=19090 \
+	RECEIVER_PORT=18001 PROCESSOR_PORT=18002 CONVERTER_PORT=18003 INFORMER_PORT=18004
+
+chaos-brokers: $(call test_needs,chaos-brokers) ## the fault-injection suite on three brokers (its own stack, about 6 min): rolled, leader killed, one away 60 s
+	@mkdir -p .local/java .local/three-brokers && ln -sfn ../java .local/three-brokers/java
+	@$(THREE_BROKERS) $(RUN) pytest $(call pytest_args,chaos-brokers)
 
 security-check: $(call test_needs,security-check) ## bad input and static checks: schemathesis on both APIs, hypothesis on the stages' decoding, injection tests, NetworkPolicy flows, restricted pods, generated secrets, checkov, Kafka ACLs, ruff's security rules, hadolint
 	@$(RUN) ruff check --select S .

@@ -29,6 +29,11 @@ FOLDERS_test-chaos := chaos
 FOLDERS_test-cluster := cluster
 FOLDERS_chaos := chaos
 
+# The three-broker scenarios, on a stack of their own (the Makefile's THREE_BROKERS): about
+# 6 minutes and a second stack, more than `make test` can spend in its 30; its one broker skips them.
+FOLDERS_chaos-brokers := chaos
+MARKER_chaos-brokers := brokers
+
 # tests/kube, and the apply command's tests in the other folders.
 FOLDERS_test-operator := kube unit stack
 MARKER_test-operator := kube or operator

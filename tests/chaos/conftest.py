@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 from local import stack
@@ -14,10 +15,14 @@ OUTCOMES: list[Outcome] = []
 
 
 @pytest.fixture(scope="session")
-def chaos_stack() -> Stack:
+def chaos_stack() -> Iterator[Stack]:
     settings = StackSettings()
     asyncio.run(stack.up(settings))
-    return Stack(settings)
+    yield Stack(settings)
+    # A stack of several brokers is this suite's own (`make chaos-brokers`, beside `make up`'s):
+    # stopped afterwards, its data kept. The one-broker stack is everybody's, left running.
+    if settings.kafka_brokers > 1:
+        stack.down(settings)
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 import httpx
 import psycopg
-from local.components import Component
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from local.components import Component, Kafka
 from local.config import StackSettings
 from local.stack import components
 from local.supervisor import Supervisor
@@ -195,6 +197,51 @@ class Stack:
             timeout_s,
             f"{when}: a component was not running and ready within {timeout_s:.0f}s "
             "(make status says which)",
+        )
+
+    # --- Brokers (a stack of several) ---
+
+    def brokers(self) -> dict[int, str]:
+        """Each broker's component name by its node id."""
+        return {part.node: name for name, part in self.parts.items() if isinstance(part, Kafka)}
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
+
+    def leaders(self, topic: str) -> Counter[int]:
+        """How many of the topic's partitions each broker leads, by node id."""
+        metadata = self.admin().list_topics(topic, timeout=10)
+        return Counter(partition.leader for partition in metadata.topics[topic].partitions.values())
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        """The node id of the broker leading the partition."""
+        metadata = self.admin().list_topics(topic, timeout=10)
+        return int(metadata.topics[topic].partitions[partition].leader)
+
+    def out_of_sync(self) -> list[str]:
+        """Partitions, internal topics' included, with a replica missing from their ISR (or
+        no leader); empty when every replica is in sync."""
+        metadata = self.admin().list_topics(timeout=10)
+        return [
+            f"{topic.topic}-{partition.id}"
+            for topic in metadata.topics.values()
+            for partition in topic.partitions.values()
+            if partition.leader < 0 or set(partition.isrs) != set(partition.replicas)
+        ]
+
+    def wait_in_sync(self, when: str, timeout_s: float = 180) -> None:
+        """Every partition's replicas all back in its ISR: no under-replicated partitions."""
+
+        def in_sync() -> bool:
+            try:
+                return not self.out_of_sync()
+            except KafkaException:  # no broker answered in time: ask again
+                return False
+
+        eventually(
+            in_sync,
+            timeout_s,
+            f"{when}: partitions still under-replicated after {timeout_s:.0f}s",
         )
 
     def unwell(self) -> list[str]:
