@@ -192,12 +192,13 @@ class Stack:
     def wait_healthy(self, when: str, timeout_s: float = 60) -> None:
         """Every component running and ready; a program just started (supervisord's STARTING)
         gets a moment."""
-        eventually(
-            lambda: not self.unwell(),
-            timeout_s,
-            f"{when}: a component was not running and ready within {timeout_s:.0f}s "
-            "(make status says which)",
-        )
+        try:
+            eventually(lambda: not self.unwell(), timeout_s)
+        except AssertionError:
+            raise AssertionError(
+                f"{when}: not running and ready within {timeout_s:.0f}s: "
+                f"{', '.join(self.unwell()) or '(all well just now)'}"
+            ) from None
 
     # --- Brokers (a stack of several) ---
 

@@ -19,6 +19,7 @@ from tests.chaos.test_faults import Scenario, check, run, scenario_id
 from tests.stack.processes import ServiceProcess
 
 BROKER_OUTAGE_S = 60
+BACK_TIMEOUT_S = 180
 
 
 def roll_every_broker(stack: Stack, _: list[ServiceProcess]) -> None:
@@ -68,10 +69,12 @@ SCENARIOS = [
 def test_brokers_go_away_and_nothing_accepted_is_lost_or_duplicated(
     scenario: Scenario, chaos_stack: Stack, outcomes: list[Outcome]
 ) -> None:
-    chaos_stack.wait_healthy("before the fault")
-    chaos_stack.wait_in_sync("before the fault")
+    # A broker killed by the scenario before (its test failed before it waited) may still be
+    # recovering its logs, and the stages rejoining after it: more than the suite's 60 s here.
+    chaos_stack.wait_healthy("before the fault", timeout_s=BACK_TIMEOUT_S)
+    chaos_stack.wait_in_sync("before the fault", timeout_s=BACK_TIMEOUT_S)
     outcome = run(scenario, chaos_stack)
     outcomes.append(outcome)
     check(scenario, outcome)
-    chaos_stack.wait_healthy("after the scenario")
-    chaos_stack.wait_in_sync("after the scenario")
+    chaos_stack.wait_healthy("after the scenario", timeout_s=BACK_TIMEOUT_S)
+    chaos_stack.wait_in_sync("after the scenario", timeout_s=BACK_TIMEOUT_S)
