@@ -15,7 +15,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from jobflow.core import kafka as kafka_module
 from jobflow.core.kafka import (
+    AssignmentLostError,
     AsyncProducer,
+    BatchConsumer,
     DeliveryError,
     OutRecord,
     ProducerFailedError,
@@ -159,7 +161,7 @@ class OffsetsNeverSent:
 
 
 class GroupMetadata:
-    async def group_metadata(self) -> object:
+    def group_metadata(self) -> object:
         return object()
 
 
@@ -260,3 +262,53 @@ async def test_offsets_that_timed_out_are_not_retried_on_the_same_producer() -> 
     with pytest.raises(ProducerFailedError, match="offsets did not finish in time"):
         await stage_runner._transact([TopicPartition("in", 0, 1)], [])
     assert producer.aborts == 0
+
+
+class Revoked(OnePartition):
+    """A consumer whose partitions were revoked after its records were consumed."""
+
+    def group_metadata(self) -> object:
+        raise AssignmentLostError("revoked")
+
+
+class CountsOffsets(CommitNeedsAbort):
+    def __init__(self) -> None:
+        super().__init__()
+        self.offsets_sent = 0
+
+    async def send_offsets_to_transaction(self, *_: object) -> None:
+        self.offsets_sent += 1
+
+
+async def test_records_consumed_before_a_revoke_are_not_committed_after_it() -> None:
+    # Regression: the offsets were committed with the group metadata of the moment, which
+    # librdkafka updates to the next generation before the next poll: the offsets of a
+    # partition just revoked were accepted, and its new owner did those records again (one
+    # job twice in a fault-injection run with three processors).
+    producer = CountsOffsets()
+    stage_runner = StageRunner(
+        cast(Any, Echo()), cast(Any, Revoked()), cast(Any, producer), NOWHERE, 10, 0.1
+    )
+    job = Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=0, data="")
+    await stage_runner._start([Message(topic="in", partition=0, offset=0, value=job.to_json())])
+    await asyncio.sleep(0.01)
+    await stage_runner._commit_finished(asyncio.Event())
+    assert producer.offsets_sent == 0
+    assert producer.aborts == 1
+    assert stage_runner._open_records() == 0, "the revoked records were not dropped"
+
+
+async def test_a_consumer_gives_the_metadata_of_its_assignment_and_none_after_a_revoke() -> None:
+    consumer = BatchConsumer(NOWHERE, "unit-group", ["in"])
+    try:
+        with pytest.raises(AssignmentLostError):
+            consumer.group_metadata()
+        consumer._on_assign(consumer._consumer, [])
+        assigned = consumer.group_metadata()
+        # The same object until the assignment changes, not the consumer's of the moment.
+        assert consumer.group_metadata() is assigned
+        consumer._note_revoked(consumer._consumer, [])
+        with pytest.raises(AssignmentLostError):
+            consumer.group_metadata()
+    finally:
+        await consumer.close()

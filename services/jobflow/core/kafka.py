@@ -76,6 +76,11 @@ class ProducerQueueFullError(Exception):
     """librdkafka's local queue is full: the broker is slower than the intake."""
 
 
+class AssignmentLostError(Exception):
+    """The consumer's partitions were revoked since its records were consumed: their offsets
+    must not be committed, whatever the group's generation now is."""
+
+
 @dataclass(frozen=True)
 class OutRecord:
     """A record to produce."""
@@ -320,9 +325,10 @@ class BatchConsumer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._revoked = False
         self._paused = False
-        # What transactions commit offsets for, as of the last assignment: read on the
-        # consumer's thread when it changes, so that a commit does not queue for that thread
-        # behind a poll.
+        # The group metadata (generation, member) of the current assignment, which the
+        # offsets of its records are committed with; None from a revoke until the next
+        # assignment. Read on the consumer's thread when the assignment changes, so that a
+        # commit does not queue for that thread behind a poll.
         self._group_metadata: object | None = None
 
     def _on_statistics(self, group_id: str, statistics_json: str) -> None:
@@ -396,11 +402,20 @@ class BatchConsumer:
                 self._log.error(error, "consume error")
         return records
 
-    async def group_metadata(self) -> object:
-        """The consumer's group metadata, which a transaction commits offsets for. A stale one
-        (a rebalance the consumer has not seen yet) makes the broker refuse the commit."""
+    def group_metadata(self) -> object:
+        """The group metadata of the assignment the records were consumed under, which a
+        transaction commits their offsets with.
+
+        Not the consumer's metadata of the moment: librdkafka's background thread takes up
+        the next generation as soon as the group answers, before the next poll serves the
+        new assignment. Committed with that generation, the offsets of a partition just
+        revoked (and maybe another member's in it) would be accepted: its new owner, having
+        read the offsets before, would do those records again. With the assignment's own
+        generation, the broker refuses them once the rebalance is through, or holds the new
+        owner's read until they are committed. Raises AssignmentLostError after a revoke.
+        """
         if self._group_metadata is None:
-            self._group_metadata = await self._call(self._consumer.consumer_group_metadata)
+            raise AssignmentLostError("partitions revoked since the records were consumed")
         return self._group_metadata
 
     async def committed(
@@ -428,7 +443,6 @@ class BatchConsumer:
         Returns the committed offsets, with their metadata."""
 
         def rewind() -> list[TopicPartition]:
-            self._group_metadata = self._consumer.consumer_group_metadata()
             assignment = self._consumer.assignment()
             if not assignment:
                 return []
@@ -479,6 +493,7 @@ def position(message: Message) -> Position:
 
 
 __all__ = [
+    "AssignmentLostError",
     "AsyncProducer",
     "BatchConsumer",
     "DeliveryError",

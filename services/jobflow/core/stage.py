@@ -37,6 +37,7 @@ from fastapi import FastAPI
 from pydantic import Field, ValidationError
 
 from jobflow.core.kafka import (
+    AssignmentLostError,
     AsyncProducer,
     BatchConsumer,
     DeliveryError,
@@ -310,6 +311,11 @@ class StageRunner(Generic[In]):
         """
         try:
             await self._transact(offsets, records)
+        except AssignmentLostError:
+            # A rebalance: what was in flight is dropped at once, and consumed again by
+            # whoever has its partitions now.
+            await self._rewind()
+            return False
         except (KafkaException, ProducerQueueFullError) as exc:
             if not _worth_retrying(exc):
                 raise
@@ -337,7 +343,7 @@ class StageRunner(Generic[In]):
                 acks.append(self._producer.produce(record))
             await self._send_offsets(offsets)
             await self._commit()
-        except (KafkaException, ProducerQueueFullError) as exc:
+        except (KafkaException, ProducerQueueFullError, AssignmentLostError) as exc:
             await self._abort(exc, acks)
             raise
         except asyncio.CancelledError:
@@ -361,7 +367,7 @@ class StageRunner(Generic[In]):
         """send_offsets_to_transaction, once, for the reason _commit gives: a TxnOffsetCommit
         still in flight after a timeout could land in the next transaction of the same epoch,
         committing offsets whose outputs were aborted with this one."""
-        metadata = await self._consumer.group_metadata()
+        metadata = self._consumer.group_metadata()
         try:
             await self._producer.send_offsets_to_transaction(
                 offsets, metadata, self._transaction_timeout_s
