@@ -1,8 +1,9 @@
-"""The canonical ClickHouse DDL, adapted for the ClickHouse 18.16 that Debian ships.
+"""The canonical ClickHouse migrations, adapted for the ClickHouse 18.16 that Debian ships.
 
-`charts/jobflow/files/clickhouse/schema.sql` targets current ClickHouse (the chart runs 26.x).
-The local stack runs Debian's 18.16, which lacks a few things; each adaptation is reported,
-never silent:
+`charts/jobflow/files/clickhouse/migrations/` targets current ClickHouse (the chart runs 26.x).
+The local stack runs Debian's 18.16, which lacks a few things: it applies each migration's
+statements adapted (``adapt_migrations``), and records each migration with the checksum of its
+file as written. Each adaptation is reported, never silent:
 
 - Kafka engine settings 18.16 does not know (``kafka_skip_broken_messages``) are dropped; the
   local server's profile sets ``input_format_allow_errors_num`` instead (see users.xml).
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
+
+from jobflow.schema.migrations import Migration
 
 KAFKA_SETTINGS_18_16 = frozenset(
     {
@@ -94,3 +98,11 @@ def adapt_for_clickhouse_18(statements: list[str], report: Callable[[str], None]
         for statement in statements
     ]
     return _without_dead_letter_table(adapted, report)
+
+
+def adapt_migrations(migrations: list[Migration], report: Callable[[str], None]) -> list[Migration]:
+    """Each migration with its statements adapted for 18.16; its checksum stays its file's."""
+    return [
+        replace(m, statements=tuple(adapt_for_clickhouse_18(list(m.statements), report)))
+        for m in migrations
+    ]

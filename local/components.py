@@ -33,12 +33,12 @@ from jobflow.connector import load_connector, register_and_wait
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.schema.apply import apply
 from jobflow.schema.clickhouse import ClickHouseHttp
-from jobflow.schema.statements import created_name, digest, render, split_statements
-from jobflow.schema.targets import ClickHouseTarget
+from jobflow.schema.migrations import load_directory
+from jobflow.schema.targets import ClickHouseTarget, PostgresTarget
 from jobflow.topics import ensure_topics, load_topics
-from local.clickhouse_compat import adapt_for_clickhouse_18
+from local.clickhouse_compat import adapt_migrations
 from local.config import CONTRACTS, REPO, TEMPLATES, StackSettings
-from local.output import step, warn
+from local.output import step
 from local.supervisor import Program
 
 
@@ -197,16 +197,15 @@ class Postgres(Component):
         return None
 
     async def setup(self) -> None:
-        schema = (CONTRACTS / "postgres" / "schema.sql").read_text()
-        async with await psycopg.AsyncConnection.connect(self.settings.conninfo()) as connection:
-            await connection.execute(schema.encode())
-        warn_if_changed(
-            self.name,
-            "postgres/schema.sql",
-            split_statements(schema),
-            self.data.parent / "applied-schema.sha256",
+        """The chart's migrations, as its apply Job runs them (the sink creates no table)."""
+        migrations = load_directory(CONTRACTS / "postgres" / "migrations", {})
+        settings = self.settings
+        target = PostgresTarget(
+            f"postgresql://{settings.host}:{settings.port}/{settings.database}",
+            settings.user,
+            settings.password.get_secret_value(),
         )
-        step(self.name, "table jobs in place (charts/jobflow/files/postgres/schema.sql)")
+        await apply(target, migrations, self.stack.ready_timeout_s, partial(step, self.name))
 
 
 class Kafka(Component):
@@ -556,33 +555,23 @@ class ClickHouse(Component):
         return await http_unready_reason(f"{self.endpoint}/ping")
 
     async def setup(self) -> None:
-        canonical = render(
-            (CONTRACTS / "clickhouse" / "schema.sql").read_text(),
+        """The chart's migrations, each adapted for 18.16 where the server is 18.16."""
+        migrations = load_directory(
+            CONTRACTS / "clickhouse" / "migrations",
             {"kafka_broker_list": self.stack.kafka_bootstrap},
         )
-
-        def report(line: str) -> None:
-            step(self.name, line)
-
+        report = partial(step, self.name)
         client = self.client()
         try:
             version = (await client.execute("SELECT version()")).strip()
         except BaseException:
             await client.close()
             raise
-        statements = split_statements(canonical)
+        report(f"ClickHouse {version}")
         if version.split(".")[0] == "18":
-            statements = adapt_for_clickhouse_18(statements, report)
+            migrations = adapt_migrations(migrations, report)
         # apply() closes the target, and with it the client.
-        await apply(ClickHouseTarget(client), statements, self.stack.ready_timeout_s, report)
-        warn_if_changed(
-            self.name,
-            "clickhouse/schema.sql",
-            statements,
-            self.data.parent / "applied-schema.sha256",
-        )
-        tables = ", ".join(created_name(statement) for statement in statements)
-        step(self.name, f"{tables} in place (ClickHouse {version})")
+        await apply(ClickHouseTarget(client), migrations, self.stack.ready_timeout_s, report)
 
 
 class LagExporter(Component):
@@ -691,22 +680,6 @@ class Service(Component):
 
     async def unready_reason(self) -> str | None:
         return await http_unready_reason(f"{self.endpoint}/readyz")
-
-
-def warn_if_changed(component: str, contract: str, statements: list[str], marker: Path) -> None:
-    """Say so when a DDL contract changed since the stack created its tables.
-
-    The statements are IF NOT EXISTS: applied again, they leave existing tables as they were.
-    """
-    applied = digest(statements)
-    if not marker.exists():
-        marker.write_text(applied)
-    elif marker.read_text() != applied:
-        warn(
-            component,
-            f"{contract} changed since its tables were created here; they keep the old "
-            "definitions until `make clean` (which deletes the local data)",
-        )
 
 
 def kafka_cluster_id() -> str:

@@ -117,7 +117,7 @@ def stage_row(
 RECEIVER = '{handler="/api/v1/create/job"}'
 INFORMER = '{handler="/info/{job_id}"}'
 # The consumer groups that report no lag of their own: Kafka Connect's sink (connect-<its
-# connector>) and ClickHouse's Kafka engine (kafka_group_name in clickhouse/schema.sql). Their
+# connector>) and ClickHouse's Kafka engine (kafka_group_name in clickhouse/migrations/). Their
 # lag comes from Kafka Exporter's kafka_consumergroup_lag, as in the alert rules.
 SINK_GROUPS = ("connect-postgres-connector", "clickhouse")
 SINKS = f'{{consumergroup=~"{"|".join(SINK_GROUPS)}"}}'

@@ -1,4 +1,5 @@
-"""An HTTP server on loopback that answers like ksqlDB's REST API, for the informer's tests.
+"""An HTTP server on loopback that answers like ksqlDB's REST API, for the tests of the informer
+and of the apply command.
 
 ksqlDB cannot be installed on our build machines, so the informer's ksqlDB client is tested
 against this server instead: it speaks HTTP/1.1 for real (chunked responses, one chunk per
@@ -10,7 +11,7 @@ client sent. It is not ksqlDB: nothing here evaluates SQL.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,7 @@ class Request:
 class KsqlDbProtocolServer:
     url: str = ""
     answers: dict[str, list[Answer]] = field(default_factory=dict)
+    responders: dict[str, Callable[[Request], Answer]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
 
     def answer(
@@ -51,7 +53,14 @@ class KsqlDbProtocolServer:
         """Queue a further answer for ``path``: answers are used in order, the last one stays."""
         self.answers.setdefault(path, []).append(Answer(status, list(chunks), content_type))
 
-    def next_answer(self, path: str) -> Answer:
+    def respond(self, path: str, responder: Callable[[Request], Answer]) -> None:
+        """Answer each request to ``path`` with what ``responder`` picks for it (a test's table
+        of documented answers by statement: nothing here evaluates SQL)."""
+        self.responders[path] = responder
+
+    def next_answer(self, path: str, request: Request) -> Answer:
+        if path in self.responders:
+            return self.responders[path](request)
         queued = self.answers.get(path)
         if not queued:
             return Answer(404, [b'{"error_code":40400}'])
@@ -80,12 +89,11 @@ def ksqldb_protocol_server() -> Iterator[KsqlDbProtocolServer]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length) if length else b""
-            state.requests.append(
-                Request(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
-                )
+            request = Request(
+                self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
             )
-            answer = state.next_answer(self.path)
+            state.requests.append(request)
+            answer = state.next_answer(self.path, request)
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
             self.send_header("Transfer-Encoding", "chunked")

@@ -31,7 +31,7 @@ from local.config import CONTRACTS, REPO
 
 from jobflow.components import PIPELINE_SERVICES, SERVICES
 from jobflow.core.settings import KafkaSettings
-from jobflow.schema.statements import split_statements
+from jobflow.schema.migrations import MARKER, load_directory
 from tests.chaos.harness import clickhouse_counts, postgres_statuses
 from tests.cluster.conftest import helm, pods
 from tests.cluster.figures import FIGURES
@@ -152,14 +152,19 @@ def test_the_charts_clickhouse_schema_fails_on_clickhouse_18_with_the_jobs_reaso
 
 @pytest.fixture(scope="module")
 def adapted_schema(release: ClusterSettings) -> Iterator[str]:
-    """A StreamSchema like the chart's, whose statements are the canonical ones adapted for
+    """A StreamSchema like the chart's, whose migrations are the canonical ones adapted for
     ClickHouse 18.16 (local/clickhouse_compat.py, as the local stack applies them)."""
     name = f"{RELEASE}-clickhouse-18"
     schema = stream_schema(release, f"{RELEASE}-clickhouse")
-    canonical = split_statements((CONTRACTS / "clickhouse" / "schema.sql").read_text())
-    adapted = adapt_for_clickhouse_18(canonical, lambda _: None)
+    # The placeholder stays one, for the apply Job to fill from the schema's parameters.
+    placeholders = {"kafka_broker_list": "${kafka_broker_list}"}
+    canonical = load_directory(CONTRACTS / "clickhouse" / "migrations", placeholders)
+    bundle = ""
+    for migration in canonical:
+        adapted = adapt_for_clickhouse_18(list(migration.statements), lambda _: None)
+        bundle += f"{MARKER}{migration.name}.sql\n" + "".join(f"{s};\n" for s in adapted)
     spec = dict(schema["spec"])
-    spec["statements"] = {"inline": "".join(f"{statement};\n" for statement in adapted)}
+    spec["statements"] = {"inline": bundle}
     manifest = {
         "apiVersion": schema["apiVersion"],
         "kind": "StreamSchema",

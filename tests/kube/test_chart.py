@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings
 from jobflow.components import IMAGES, PIPELINE_SERVICES, SERVICES
 from jobflow.core.settings import KafkaSettings, PostgresSettings
 from jobflow.operator.run import OperatorSettings
+from jobflow.schema.migrations import bundle, load_directory, parse_bundle
 from tests.kube.apiserver import ControlPlane, api_client, dry_run_create
 from tests.kube.chart import (
     CHART,
@@ -198,12 +199,18 @@ def test_pods_are_restricted() -> None:
             assert set(container["resources"]) == {"requests", "limits"}
 
 
-def test_the_schema_config_map_carries_the_contract_files_byte_for_byte() -> None:
+def test_the_schema_config_map_carries_each_stores_migration_files() -> None:
     config_map = kinds(render(), "ConfigMap")["jobflow-schema"]
+    stores = ("clickhouse", "postgres", "ksqldb")
+    # Byte for byte what jobflow.schema.migrations.bundle makes of the files, and so the same
+    # migrations with the same checksums as the local stack applies from the files themselves.
     assert config_map["data"] == {
-        "clickhouse.sql": (CONTRACTS / "clickhouse" / "schema.sql").read_text(),
-        "ksqldb.sql": (CONTRACTS / "ksqldb" / "statements.sql").read_text(),
+        f"{store}.sql": bundle(CONTRACTS / store / "migrations") for store in stores
     }
+    for store in stores:
+        parameters = {"kafka_broker_list": "kafka:9092"}
+        bundled = parse_bundle(config_map["data"][f"{store}.sql"], parameters)
+        assert bundled == load_directory(CONTRACTS / store / "migrations", parameters)
 
 
 def test_the_operator_gets_exactly_the_rules_of_the_contract_file() -> None:
@@ -235,9 +242,22 @@ def test_schemas_point_at_the_servers_and_run_the_operators_image() -> None:
     }
     assert clickhouse["parameters"] == {"kafka_broker_list": "jobflow-kafka-bootstrap:9092"}
     assert ksqldb["target"] == {"type": "ksqldb", "url": "http://ksqldb:8088"}
-    assert clickhouse["job"]["image"] == ksqldb["job"]["image"] == "jobflow-operator:0.1.0"
+    # The connector creates no table (schema.evolution none): the migrations make it.
+    postgres = schemas["jobflow-postgres"]["spec"]
+    assert postgres["target"] == {
+        "type": "postgres",
+        "url": "postgresql://jobflow-postgres:5432/postgres",
+        "credentialsSecret": {"name": "jobflow-postgres"},
+    }
+    images = {schema["spec"]["job"]["image"] for schema in schemas.values()}
+    assert images == {"jobflow-operator:0.1.0"}
+    for name, schema in schemas.items():
+        store = name.removeprefix("jobflow-")
+        reference = {"name": "jobflow-schema", "key": f"{store}.sql"}
+        assert schema["spec"]["statements"] == {"configMapKeyRef": reference}
     assert set(kinds(render("--set", "ksqldb.enabled=false"), "StreamSchema")) == {
-        "jobflow-clickhouse"
+        "jobflow-clickhouse",
+        "jobflow-postgres",
     }
 
 
@@ -282,9 +302,14 @@ def test_the_sink_reads_committed_records_only() -> None:
     assert connector["spec"]["config"]["consumer.override.isolation.level"] == "read_committed"
 
 
-def test_postgres_gets_the_contract_ddl() -> None:
-    init = kinds(render(), "ConfigMap")["jobflow-postgres-init"]
-    assert init["data"] == {"schema.sql": (CONTRACTS / "postgres" / "schema.sql").read_text()}
+def test_postgres_tables_come_from_the_migrations_alone_whoever_runs_the_server() -> None:
+    # No init script besides: the operator's migrations make table jobs, and record it.
+    objects = render()
+    assert "jobflow-postgres-init" not in kinds(objects, "ConfigMap")
+    statefulset = kinds(objects, "StatefulSet")["jobflow-postgres"]["spec"]["template"]["spec"]
+    assert "init" not in {volume["name"] for volume in statefulset["volumes"]}
+    external = kinds(render(*PROFILES["external-postgres"]), "StreamSchema")["jobflow-postgres"]
+    assert external["spec"]["target"]["url"] == "postgresql://db.example:5432/postgres"
 
 
 def test_the_database_credentials_are_generated_never_fixed() -> None:

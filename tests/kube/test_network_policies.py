@@ -361,6 +361,9 @@ def needed_flows(
         flows.add((caller, "api-server", "https"))
         flows |= {(caller, "internet", f"TCP-{number}") for number in API_SERVER_PORTS}
     flows.add(("schema-apply", "clickhouse", "http"))
+    flows.add(("schema-apply", postgres, "postgres"))
+    if postgres == EXTERNAL_POSTGRES.name:
+        flows.add(("schema-apply", "internet", "TCP-5432"))
     if "ksqldb" in present:
         flows.add(("schema-apply", "ksqldb", "http"))
     for caller in ("smoke-test", "loadtest"):

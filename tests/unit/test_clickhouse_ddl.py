@@ -42,7 +42,8 @@ def error_of(session: object, sql: str) -> str | None:
 
 def canonical() -> dict[str, str]:
     text = render(
-        (CONTRACTS / "clickhouse" / "schema.sql").read_text(), {"kafka_broker_list": "127.0.0.1:1"}
+        (CONTRACTS / "clickhouse" / "migrations" / "0001_jobs.sql").read_text(),
+        {"kafka_broker_list": "127.0.0.1:1"},
     )
     statements = split_statements(text)
     return {created_name(statement): statement for statement in statements}

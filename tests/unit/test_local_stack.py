@@ -62,7 +62,7 @@ def test_the_watchdog_restarts_what_failed_and_nothing_else(
 
 
 def canonical_clickhouse() -> list[str]:
-    text = (CONTRACTS / "clickhouse" / "schema.sql").read_text()
+    text = (CONTRACTS / "clickhouse" / "migrations" / "0001_jobs.sql").read_text()
     return split_statements(render(text, {"kafka_broker_list": "127.0.0.1:9092"}))
 
 

@@ -61,7 +61,8 @@ def test_the_sink_groups_are_those_kafka_connect_and_clickhouse_consume_as() -> 
     """Kafka Connect names a sink's group connect-<connector>; ClickHouse's Kafka engine takes
     kafka_group_name. The chart's KafkaConnector and the local stack's connector are one name."""
     (clickhouse,) = re.findall(
-        r"kafka_group_name\s*=\s*'([^']+)'", (CONTRACTS / "clickhouse" / "schema.sql").read_text()
+        r"kafka_group_name\s*=\s*'([^']+)'",
+        (CONTRACTS / "clickhouse" / "migrations" / "0001_jobs.sql").read_text(),
     )
     assert (f"connect-{Connect.connector}", clickhouse) == SINK_GROUPS
     template = (CONTRACTS.parent / "templates" / "connect.yaml").read_text()

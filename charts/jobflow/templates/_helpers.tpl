@@ -157,6 +157,14 @@ spec:
 {{- end -}}
 
 
+{{/* A store's migrations (files/<store>/migrations/NNNN_name.sql, in order) as one text, each
+after a line "-- migration: <file>": what the apply command reads (jobflow.schema.migrations). */}}
+{{- define "jobflow.migrations" -}}
+{{- range $path, $_ := .root.Files.Glob (printf "files/%s/migrations/*.sql" .store) }}
+{{- printf "-- migration: %s\n%s\n" (base $path) ($.root.Files.Get $path | trim) }}
+{{- end }}
+{{- end }}
+
 {{/*
 How Prometheus finds the services: "serviceMonitor" (a ServiceMonitor for the Prometheus
 Operator) or "annotations" (prometheus.io/* on the pods, for a Prometheus that discovers pods by

@@ -152,6 +152,20 @@ class KsqlDbClient:
             raise KsqlDbError(f"HTTP {response.status_code}: {_error_body(response.content)}")
         return parse_query_response(response.content)
 
+    async def _statement(self, statement: str, properties: dict[str, str]) -> tuple[int, Any]:
+        """POST one statement to /ksql: the HTTP status and the JSON body."""
+        payload = orjson.dumps({"ksql": f"{statement};", "streamsProperties": properties})
+        try:
+            response = await self._http.post("/ksql", content=payload)
+        except httpx.HTTPError as exc:
+            raise KsqlDbError(f"ksqlDB unreachable: {exc!r}") from exc
+        try:
+            return response.status_code, orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise KsqlDbError(
+                f"HTTP {response.status_code}: {_error_body(response.content)}"
+            ) from None
+
     async def execute(self, statement: str, properties: dict[str, str]) -> str:
         """Run one statement through /ksql; return ``applied`` or ``exists``.
 
@@ -159,21 +173,11 @@ class KsqlDbClient:
         entity; older ones with a 40001 statement error saying it already exists. Both mean
         the statement's result is in place.
         """
-        payload = orjson.dumps({"ksql": f"{statement};", "streamsProperties": properties})
-        try:
-            response = await self._http.post("/ksql", content=payload)
-        except httpx.HTTPError as exc:
-            raise KsqlDbError(f"ksqlDB unreachable: {exc!r}") from exc
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise KsqlDbError(
-                f"HTTP {response.status_code}: {_error_body(response.content)}"
-            ) from None
-        if response.status_code != httpx.codes.OK:
+        status_code, body = await self._statement(statement, properties)
+        if status_code != httpx.codes.OK:
             if isinstance(body, dict) and "already exists" in str(body.get("message", "")):
                 return "exists"
-            raise KsqlDbError(f"HTTP {response.status_code}: {error_text(body)}")
+            raise KsqlDbError(f"HTTP {status_code}: {error_text(body)}")
         entities = body if isinstance(body, list) else [body]
         for entity in entities:
             if not isinstance(entity, dict):
@@ -185,6 +189,29 @@ class KsqlDbClient:
                 message = entity["commandStatus"].get("message", "")
                 raise KsqlDbError(f"statement {status}: {message}")
         return "applied"
+
+    async def describe(self, source: str) -> dict[str, Any] | None:
+        """A stream's or table's ``sourceDescription`` (DESCRIBE), or None when there is none
+        (ksqlDB answers 40001, "Could not find STREAM/TABLE ... in the Metastore")."""
+        status_code, body = await self._statement(f"DESCRIBE {source}", {})
+        if status_code != httpx.codes.OK:
+            message = str(body.get("message", "")) if isinstance(body, dict) else ""
+            if "Could not find" in message or "does not exist" in message:
+                return None
+            raise KsqlDbError(f"HTTP {status_code}: {error_text(body)}")
+        for entity in body if isinstance(body, list) else [body]:
+            if isinstance(entity, dict) and isinstance(entity.get("sourceDescription"), dict):
+                return dict(entity["sourceDescription"])
+        raise KsqlDbError(f"DESCRIBE {source} answered without a sourceDescription: {body!r}")
+
+    async def service_id(self) -> str:
+        """The server's ``ksql.service.id`` (GET /info), which prefixes its internal topics."""
+        try:
+            response = await self._http.get("/info")
+            body = response.json()
+            return str(body["KsqlServerInfo"]["ksqlServiceId"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise KsqlDbError(f"GET /info: no ksqlServiceId: {exc!r}") from exc
 
     async def healthy(self) -> str | None:
         """None when ksqlDB reports itself healthy, else why not."""

@@ -1,4 +1,5 @@
-"""Applying the pipeline's schema statements (ClickHouse DDL, ksqlDB statements) to a target.
+"""Applying a store's migrations (ClickHouse, PostgreSQL, ksqlDB) and checking its tables
+against them.
 
 One implementation serves the local stack and the Kubernetes Job the operator runs.
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from string import Template
@@ -37,8 +36,3 @@ def render(text: str, values: Mapping[str, str]) -> str:
         return Template(text).substitute(values)
     except KeyError as exc:
         raise ValueError(f"no value for placeholder ${{{exc.args[0]}}}") from None
-
-
-def digest(statements: list[str]) -> str:
-    """A short, stable fingerprint of a list of statements."""
-    return hashlib.sha256("\n;\n".join(statements).encode()).hexdigest()[:16]
