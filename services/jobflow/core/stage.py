@@ -132,7 +132,8 @@ class StageRunner(Generic[In]):
         self._a_record_finished = asyncio.Event()
         # Set whenever records leave the in-flight bound (committed or dropped).
         self._room = asyncio.Event()
-        # Held by a transaction, or by a rewind: neither may see the other half done.
+        # One transaction or one rewind at a time: a rewind must not drop what a transaction
+        # under way is committing, nor a transaction commit what a rewind dropped.
         self._transaction = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -178,9 +179,9 @@ class StageRunner(Generic[In]):
         return len(self._handling) + len(self._finished)
 
     async def _commit_as_records_finish(self, stop: asyncio.Event) -> None:
-        """Commit what has finished, one transaction after the other, while records are
-        consumed and handled: a record is neither consumed nor committed later for a
-        transaction under way."""
+        """Commit what has finished, one transaction after the other, beside the loop that
+        consumes: a record arriving during a transaction is consumed at once, and one
+        finishing during it goes into the next."""
         while True:
             await self._a_record_finished.wait()
             async with self._transaction:
