@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,16 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from local.config import CONTRACTS, REPO
 
-from jobflow.operator.jobs import GROUP, JOB_NAME_LABEL, PLURAL, VERSION, digest_of, job_name
+from jobflow.operator.jobs import (
+    APPLY_AGAIN,
+    GROUP,
+    JOB_NAME_LABEL,
+    PLURAL,
+    VERSION,
+    digest_of,
+    job_name,
+)
+from jobflow.schema.apply import Exit
 from tests.kube.apiserver import (
     ControlPlane,
     api_client,
@@ -36,6 +46,7 @@ from tests.kube.apiserver import (
     failed_pod_status,
     retrying_job_status,
 )
+from tests.kube.chart import CHART, helm
 from tests.ports import free_port
 
 STATEMENTS = "CREATE TABLE IF NOT EXISTS t (a String) ENGINE = Memory;"
@@ -249,9 +260,10 @@ APPLY_LOG_TAIL = (
 )
 
 
-def fail_a_pod(cluster: Cluster, job: dict[str, Any], message: str) -> None:
+def fail_a_pod(cluster: Cluster, job: dict[str, Any], message: str, exit_code: int = 1) -> None:
     """What the Job controller and a kubelet leave of a failed attempt: a pod of ``job`` (from
-    its template, with the controller's label) whose apply container ended with ``message``."""
+    its template, with the controller's label) whose apply container ended with ``message``
+    and ``exit_code``."""
     template = job["spec"]["template"]
     name = f"{job['metadata']['name']}-{uuid.uuid4().hex[:5]}"
     labels = {**template["metadata"]["labels"], JOB_NAME_LABEL: job["metadata"]["name"]}
@@ -260,7 +272,7 @@ def fail_a_pod(cluster: Cluster, job: dict[str, Any], message: str) -> None:
         {"metadata": {"name": name, "labels": labels}, "spec": template["spec"]},
     )
     cluster.core.patch_namespaced_pod_status(
-        name, cluster.namespace, {"status": failed_pod_status("apply", message)}
+        name, cluster.namespace, {"status": failed_pod_status("apply", message, exit_code)}
     )
 
 
@@ -308,6 +320,140 @@ def test_a_failed_job_makes_a_failed_schema_with_its_pods_reason(cluster: Cluste
     assert status["conditions"][0]["message"] == CLICKHOUSE_REFUSAL
     (event,) = eventually(lambda: cluster.event_messages("broken", "JobFailed"))
     assert event == f"{job['metadata']['name']}: {CLICKHOUSE_REFUSAL}"
+
+
+# What a drifted store's apply pod ends its log with (python -m jobflow.schema, exit status 3).
+DRIFT = (
+    "drifted: jobs: column note text not in the migrations; jobs: column finish_date bigint missing"
+)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "last_line", "phase", "reason"),
+    [
+        (Exit.DRIFTED, DRIFT, "Drifted", "Drifted"),
+        (Exit.REFUSED, "refused: 0001_jobs changed since it was applied", "Failed", "Refused"),
+    ],
+    ids=["drifted", "refused"],
+)
+def test_an_apply_that_finds_drift_or_refuses_never_makes_a_succeeded_schema(
+    cluster: Cluster, exit_code: int, last_line: str, phase: str, reason: str
+) -> None:
+    cluster.create_schema("checked", spec())
+    (job,) = eventually(lambda: cluster.jobs("checked"))
+    # The API server took the Job with its rule: these exit statuses fail it at once, no retry.
+    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "apply", "operator": "In", "values": [3, 4]},
+    }
+    fail_a_pod(cluster, job, f"0001_jobs: in place\n{last_line}\n", exit_code=exit_code)
+    controller_message = (
+        f"Container apply for pod {cluster.namespace}/x failed with exit code {exit_code} "
+        "matching FailJob rule at index 0"
+    )
+    set_job_status(
+        cluster, job["metadata"]["name"], failed_job_status("PodFailurePolicy", controller_message)
+    )
+    eventually(lambda: cluster.status("checked").get("phase") == phase)
+    status = cluster.status("checked")
+    assert status["message"] == last_line
+    condition = status["conditions"][0]
+    assert (condition["status"], condition["reason"], condition["message"]) == (
+        "False",
+        reason,
+        last_line,
+    )
+    (event,) = eventually(lambda: cluster.event_messages("checked", f"Job{phase}"))
+    assert event == f"{job['metadata']['name']}: {last_line}"
+    assert f"Warning Job{phase}" in cluster.events_for("checked")
+
+    # Mended by hand, the same statements run again on the schema's word.
+    cluster.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        cluster.namespace,
+        PLURAL,
+        "checked",
+        {"metadata": {"annotations": {APPLY_AGAIN: "1"}}},
+    )
+    again = job_name("checked", digest_of(spec()["target"], STATEMENTS, {}, again="1"))
+    eventually(lambda: cluster.status("checked").get("jobName") == again)
+    assert cluster.status("checked")["phase"] == "Pending"
+    assert len(cluster.jobs("checked")) == 2
+
+
+def chart_schema(chart: Path, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chart's schema ConfigMap and its postgres StreamSchema, as ``helm template`` renders
+    them for release ``jobflow`` from the chart at ``chart``."""
+    result = helm(
+        "template",
+        "jobflow",
+        str(chart),
+        "--namespace",
+        namespace,
+        "--show-only",
+        "templates/schemas.yaml",
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [document for document in yaml.safe_load_all(result.stdout) if document]
+    (config_map,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    (schema,) = [
+        o
+        for o in objects
+        if o["kind"] == "StreamSchema" and o["spec"]["target"]["type"] == "postgres"
+    ]
+    return config_map, schema
+
+
+def test_new_migrations_in_the_config_map_alone_start_a_new_job_without_a_restart(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """What `helm upgrade` does when only files/<store>/migrations/ changed: the chart's
+    ConfigMap changes, its StreamSchema does not; the running operator starts the new Job."""
+    config_map, schema = chart_schema(CHART, cluster.namespace)
+    name = schema["metadata"]["name"]
+    cluster.core.create_namespaced_config_map(cluster.namespace, config_map)
+    cluster.custom.create_namespaced_custom_object(
+        GROUP, VERSION, cluster.namespace, PLURAL, schema
+    )
+    (first,) = eventually(lambda: cluster.jobs(name))
+    operator = cluster.operator.pid
+
+    # Another store's statements change: not this schema's, no Job.
+    others = {**config_map["data"], "ksqldb.sql": config_map["data"]["ksqldb.sql"] + "-- edited\n"}
+    cluster.core.patch_namespaced_config_map(
+        config_map["metadata"]["name"], cluster.namespace, {"data": others}
+    )
+    time.sleep(3)  # give the operator time to (not) act
+    assert len(cluster.jobs(name)) == 1
+
+    # A new migration file in a copy of the chart: only the ConfigMap renders differently.
+    chart = tmp_path / "jobflow"
+    shutil.copytree(CHART, chart)
+    added = "ALTER TABLE jobs ADD COLUMN priority integer;\n"
+    (chart / "files" / "postgres" / "migrations" / "0002_priority.sql").write_text(added)
+    upgraded_map, upgraded_schema = chart_schema(chart, cluster.namespace)
+    assert upgraded_schema == schema
+    assert upgraded_map["data"]["postgres.sql"].endswith(
+        f"-- migration: 0002_priority.sql\n{added}"
+    )
+    cluster.core.replace_namespaced_config_map(
+        config_map["metadata"]["name"], cluster.namespace, upgraded_map
+    )
+
+    jobs = eventually(lambda: cluster.jobs(name) if len(cluster.jobs(name)) == 2 else None)
+    (second,) = [job for job in jobs if job["metadata"]["name"] != first["metadata"]["name"]]
+    variables = {
+        e["name"]: e.get("value")
+        for e in second["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert variables["SCHEMA_STATEMENTS"] == upgraded_map["data"]["postgres.sql"]
+    assert variables["SCHEMA_TARGET"] == "postgres"
+    eventually(lambda: cluster.status(name).get("jobName") == second["metadata"]["name"])
+    assert cluster.status(name)["observedGeneration"] == 1  # the schema itself never changed
+    assert cluster.operator.pid == operator, "the same operator process, never restarted"
+    assert cluster.operator.poll() is None
 
 
 def test_new_statements_make_a_new_job_and_other_changes_do_not(cluster: Cluster) -> None:
@@ -383,16 +529,19 @@ def test_the_operators_role_allows_no_more_than_it_needs(
 ) -> None:
     operator = api_client(cluster.kubeconfig)
     core, batch = client.CoreV1Api(operator), client.BatchV1Api(operator)
-    for forbidden in (
+    calls: tuple[Callable[[], object], ...] = (
         lambda: core.list_namespaced_secret(cluster.namespace),
         lambda: batch.delete_collection_namespaced_job(cluster.namespace),
-        lambda: core.list_namespaced_config_map(cluster.namespace),
+        # ConfigMaps: read and watched (new statements in one start a Job), never written.
+        lambda: core.delete_namespaced_config_map("any", cluster.namespace),
+        lambda: core.list_namespaced_config_map("default"),
         lambda: batch.list_namespaced_job("default"),
         # Pods: listed for their status only, here.
         lambda: core.read_namespaced_pod_log("any", cluster.namespace),
         lambda: core.read_namespaced_pod("any", cluster.namespace),
         lambda: core.list_namespaced_pod("default"),
-    ):
+    )
+    for forbidden in calls:
         with pytest.raises(ApiException) as denied:
             forbidden()
         assert denied.value.status == 403

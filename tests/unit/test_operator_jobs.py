@@ -13,6 +13,7 @@ from jobflow.operator.jobs import (
     applied_condition,
     build_job,
     digest_of,
+    exit_code_of,
     failure_of,
     job_name,
     outcome_of,
@@ -43,6 +44,9 @@ def test_the_digest_is_stable_and_covers_target_statements_and_parameters() -> N
     )
     assert base != digest_of(TARGET, STATEMENTS + " ", {"a": "1", "b": "2"})
     assert base != digest_of(TARGET, STATEMENTS, {"a": "1", "b": "3"})
+    # The apply-again annotation: a new value, a new digest; none, the digest it always was.
+    assert digest_of(TARGET, STATEMENTS, {"a": "1", "b": "2"}, again="") == base
+    assert digest_of(TARGET, STATEMENTS, {"a": "1", "b": "2"}, again="1") != base
 
 
 def test_job_names_are_deterministic_and_fit_a_label() -> None:
@@ -91,6 +95,19 @@ def test_the_job_pod_is_restricted() -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     assert set(pod["containers"][0]["resources"]) == {"requests", "limits"}
+
+
+def test_drift_and_refused_migrations_fail_the_job_at_once() -> None:
+    # No retry changes either: the Job fails on the first pod that ends so (podFailurePolicy).
+    job = build_job("s", spec(), STATEMENTS, "0" * 64)["spec"]
+    assert job["podFailurePolicy"] == {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": "apply", "operator": "In", "values": [3, 4]},
+            }
+        ]
+    }
 
 
 def test_a_failed_apply_pod_keeps_the_end_of_its_log_as_its_termination_message() -> None:
@@ -251,3 +268,41 @@ def test_failures_the_apply_command_did_not_explain(
     pods: list[dict[str, Any]], failure: str | None
 ) -> None:
     assert failure_of(pods) == failure
+
+
+POD_FAILURE_POLICY = {
+    "type": "Failed",
+    "status": "True",
+    "reason": "PodFailurePolicy",
+    "message": (
+        "Container apply for pod ns/p failed with exit code 3 matching FailJob rule at index 0"
+    ),
+}
+DRIFT = "drifted: jobs: column note text not in the migrations"
+
+
+def test_drift_is_its_own_phase_never_success_nor_a_failure_to_apply() -> None:
+    outcome = outcome_of({"failed": 1, "conditions": [POD_FAILURE_POLICY]}, DRIFT, 3)
+    assert (outcome.phase, outcome.reason, outcome.message) == (Phase.DRIFTED, "Drifted", DRIFT)
+    assert outcome.event_reason == "JobDrifted"
+    assert applied_condition(outcome, 1, "t")["status"] == "False"
+    refused = outcome_of({"failed": 1, "conditions": [POD_FAILURE_POLICY]}, "refused: x", 4)
+    assert (refused.phase, refused.reason, refused.message) == (
+        Phase.FAILED,
+        "Refused",
+        "refused: x",
+    )
+    # Any other exit status is a failure to apply, under the Job's own reason.
+    failed = outcome_of({"failed": 4, "conditions": [BACKOFF_LIMIT]}, CLICKHOUSE_REFUSAL, 1)
+    assert (failed.phase, failed.reason) == (Phase.FAILED, "BackoffLimitExceeded")
+
+
+def test_the_exit_status_is_the_newest_failed_pods_apply_containers() -> None:
+    pods = [
+        pod("2026-01-01T10:00:00Z", terminated={"reason": "Error", "exitCode": 1}),
+        pod("2026-01-01T10:00:30Z", terminated={"reason": "Error", "exitCode": 3}),
+        pod("2026-01-01T10:01:00Z", phase="Pending"),
+    ]
+    assert exit_code_of(pods) == 3
+    assert exit_code_of([pod("t", phase="Running")]) is None
+    assert exit_code_of([pod("t", terminated={"reason": "Error"})]) is None

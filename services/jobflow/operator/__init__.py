@@ -1,1 +1,1 @@
-"""operator: applies StreamSchema resources (ksqlDB statements, ClickHouse DDL) as Jobs."""
+"""operator: applies StreamSchema resources (a store's migrations) as Jobs."""

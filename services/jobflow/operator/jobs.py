@@ -9,12 +9,18 @@ from typing import Any
 
 import orjson
 
+from jobflow.schema.apply import Exit
+
 GROUP = "jobflow.dev"
 VERSION = "v1alpha1"
 PLURAL = "streamschemas"
 KIND = "StreamSchema"
 SCHEMA_LABEL = f"{GROUP}/schema"
 DIGEST_LABEL = f"{GROUP}/digest"
+# A new value of this annotation of a StreamSchema runs its Job again, the statements unchanged.
+# Not under GROUP/: kopf keeps its own records there and leaves such annotations out of the
+# changes it reacts to.
+APPLY_AGAIN = f"schema.{GROUP}/apply-again"
 # Set by the Job controller on each pod of a Job.
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 APPLY_COMMAND = ["python", "-m", "jobflow.schema"]
@@ -23,6 +29,8 @@ DEFAULT_RESOURCES = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"cpu": "500m", "memory": "256Mi"},
 }
+# Exit statuses of the apply command that no retry changes: the Job fails at once on them.
+FINAL_EXITS = (Exit.DRIFTED, Exit.REFUSED)
 
 
 class Phase(StrEnum):
@@ -30,6 +38,7 @@ class Phase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    DRIFTED = "Drifted"  # applied, but the tables differ from what the migrations say
 
 
 @dataclass(frozen=True)
@@ -44,13 +53,16 @@ class JobOutcome:
         return "JobRetrying" if self.retrying else f"Job{self.phase.value}"
 
 
-def digest_of(target: dict[str, Any], statements: str, parameters: dict[str, str]) -> str:
-    """What is applied where: the same target, statements and parameters, the same digest."""
-    canonical = orjson.dumps(
-        {"target": target, "statements": statements, "parameters": parameters},
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.sha256(canonical).hexdigest()
+def digest_of(
+    target: dict[str, Any], statements: str, parameters: dict[str, str], again: str = ""
+) -> str:
+    """What is applied where: the same target, statements and parameters, the same digest.
+    ``again``: the schema's APPLY_AGAIN annotation, a new value of which runs the same
+    statements again (after drift was mended by hand, say)."""
+    essence: dict[str, Any] = {"target": target, "statements": statements, "parameters": parameters}
+    if again:
+        essence["again"] = again
+    return hashlib.sha256(orjson.dumps(essence, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def job_name(schema: str, digest: str) -> str:
@@ -105,6 +117,19 @@ def build_job(schema: str, spec: dict[str, Any], statements: str, digest: str) -
         "spec": {
             "backoffLimit": job.get("backoffLimit", 3),
             "activeDeadlineSeconds": job.get("activeDeadlineSeconds", 900),
+            # Drift and a refused migration stay as they are however often the pod runs again.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "apply",
+                            "operator": "In",
+                            "values": [int(code) for code in FINAL_EXITS],
+                        },
+                    }
+                ]
+            },
             "template": {
                 "metadata": {"labels": dict(job_labels)},
                 "spec": {
@@ -149,14 +174,23 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def outcome_of(job_status: dict[str, Any], failure: str | None = None) -> JobOutcome:
+def outcome_of(
+    job_status: dict[str, Any], failure: str | None = None, exit_code: int | None = None
+) -> JobOutcome:
     """What a Job's status says about the apply run; ``failure`` is why its newest failed pod
-    failed (failure_of), which says more than the Job's own reason."""
+    failed (failure_of), which says more than the Job's own reason, and ``exit_code`` how its
+    apply command ended (exit_code_of): drift is not a failure to apply."""
     if _condition(job_status, "Complete"):
-        return JobOutcome(Phase.SUCCEEDED, "Applied", "every statement is in place")
+        return JobOutcome(
+            Phase.SUCCEEDED, "Applied", "every migration is applied and the tables are as they say"
+        )
     # FailureTarget comes first, with the reason and message Failed will have: the Job is
     # failing and starts no other pod.
     failed = _condition(job_status, "Failed") or _condition(job_status, "FailureTarget")
+    if failed and exit_code == Exit.DRIFTED:
+        return JobOutcome(Phase.DRIFTED, "Drifted", failure or "the tables differ")
+    if failed and exit_code == Exit.REFUSED:
+        return JobOutcome(Phase.FAILED, "Refused", failure or "the migrations were refused")
     if failed:
         return JobOutcome(
             Phase.FAILED,
@@ -202,9 +236,23 @@ def failure_of(pods: list[dict[str, Any]]) -> str | None:
     return str(why) if why else None
 
 
+def exit_code_of(pods: list[dict[str, Any]]) -> int | None:
+    """The exit status of the apply container of a Job's newest failed pod, if it has one."""
+    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
+    if not failed:
+        return None
+    newest = max(failed, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
+    for container in newest["status"].get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if container.get("name") == "apply" and "exitCode" in terminated:
+            return int(terminated["exitCode"])
+    return None
+
+
 def applied_condition(outcome: JobOutcome, generation: int, now: str) -> dict[str, Any]:
     """The ``Applied`` condition for an outcome."""
-    state = {Phase.SUCCEEDED: "True", Phase.FAILED: "False"}.get(outcome.phase, "Unknown")
+    done = {Phase.SUCCEEDED: "True", Phase.FAILED: "False", Phase.DRIFTED: "False"}
+    state = done.get(outcome.phase, "Unknown")
     return {
         "type": "Applied",
         "status": state,
