@@ -18,7 +18,7 @@ import argparse
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -59,8 +59,11 @@ def group_lags(
 
 
 class LagCollector(Collector):
-    def __init__(self, admin: AdminClient, groups: re.Pattern[str], timeout_s: float) -> None:
-        self.admin = admin
+    def __init__(
+        self, connect: Callable[[], AdminClient], groups: re.Pattern[str], timeout_s: float
+    ) -> None:
+        self.connect = connect
+        self.admin = connect()
         self.groups = groups
         self.timeout_s = timeout_s
 
@@ -120,6 +123,9 @@ class LagCollector(Collector):
             "committed there)",
             labels=("consumergroup", "topic", "partition"),
         )
+        # A client per scrape: one kept across a broker's restart (kill -9) had every group's
+        # offsets request time out from then on, while a new one was answered at once.
+        self.admin = self.connect()
         try:
             lags = self.lags()
         except KafkaException as exc:
@@ -144,10 +150,13 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=3.0)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
     # log_level 3: librdkafka's errors only; a broker restarting is said once per scrape above.
-    admin = AdminClient({"bootstrap.servers": arguments.bootstrap_servers, "log_level": 3})
+    def connect() -> AdminClient:
+        return AdminClient({"bootstrap.servers": arguments.bootstrap_servers, "log_level": 3})
+
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LagCollector(admin, re.compile(arguments.group_regex), arguments.timeout_s))
+    registry.register(LagCollector(connect, re.compile(arguments.group_regex), arguments.timeout_s))
     host, port = arguments.listen.rsplit(":", 1)
     start_http_server(int(port), addr=host, registry=registry)
     log.info("serving consumer group lag on http://%s/metrics", arguments.listen)
