@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 from local.config import CONTRACTS, REPO
 
 from jobflow.core.settings import KafkaSettings
+from jobflow.topics import LIST_ATTEMPT_S
 from tests.ports import free_port
 from tests.stack.topics import create_topics, delete_topics
 
@@ -160,9 +161,12 @@ def test_a_kafka_that_never_answers_fails_within_the_timeout(
 ) -> None:
     unreachable = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
     file = topics_file({"name": names("never"), "partitions": 1, "replicas": 1})
-    done = topics_command(unreachable, file, timeout_s=3)
+    # Longer than one attempt (LIST_ATTEMPT_S), so that one fails and is reported before the
+    # deadline even when librdkafka takes an attempt's whole time to give up: with 3 s, an
+    # attempt that did so on a busy machine ended at the deadline, unreported.
+    done = topics_command(unreachable, file, timeout_s=LIST_ATTEMPT_S + 3)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "Kafka did not answer within 3s" in done.stdout
+    assert f"Kafka did not answer within {LIST_ATTEMPT_S + 3:.0f}s" in done.stdout
     # Each failed attempt is one line of ours, not librdkafka's lines for every reconnect.
     assert "Kafka not answering yet" in done.stdout
     assert "FAIL|rdkafka" not in done.stderr
