@@ -13,8 +13,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,6 +42,8 @@ T = TypeVar("T")
 # How often librdkafka's statistics arrive: a consumer's lag is brought up to date, and the
 # log notices brokers up again and writes the counts of folded repeats (kafka_log.py).
 STATISTICS_INTERVAL_MS = 5000
+# How long a revoke waits for the transaction under way to end.
+REVOKE_WAIT_S = 60.0
 # How long past its own timeout a transactional call may block before the producer is given up.
 WEDGED_CALL_SLACK_S = 10.0
 
@@ -330,6 +333,9 @@ class BatchConsumer:
         # assignment. Read on the consumer's thread when the assignment changes, so that a
         # commit does not queue for that thread behind a poll.
         self._group_metadata: object | None = None
+        self._commits = threading.Condition()
+        self._committing = 0
+        self._revoked_since_drop = False
 
     def _on_statistics(self, group_id: str, statistics_json: str) -> None:
         export_consumer_lag(group_id, statistics_json)
@@ -358,9 +364,38 @@ class BatchConsumer:
         self._group_metadata = consumer.consumer_group_metadata()
 
     def _note_revoked(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
-        # Runs inside a consume call, on the consumer's thread, before that call returns.
+        # Runs inside a consume call, on the consumer's thread, before that call returns, and
+        # before this consumer rejoins: the group cannot hand the partitions on until it does.
+        # So a transaction under way ends first, and none begins until what was consumed is
+        # dropped. The broker's generation check is not relied on: Kafka 4.3 is reported to
+        # accept a stale generation's offsets, and the new owner, having read the older
+        # ones, did those records again.
         self._revoked = True
         self._group_metadata = None
+        with self._commits:
+            self._revoked_since_drop = True
+            self._commits.wait_for(lambda: self._committing == 0, REVOKE_WAIT_S)
+
+    @contextmanager
+    def committing(self) -> Iterator[None]:
+        """Around a transaction that commits offsets of this consumer's records: refused
+        (AssignmentLostError) once partitions were revoked and until what was consumed before
+        is dropped (forget_revoked); a revoke waits for it to end."""
+        with self._commits:
+            if self._revoked_since_drop:
+                raise AssignmentLostError("partitions revoked since the records were consumed")
+            self._committing += 1
+        try:
+            yield
+        finally:
+            with self._commits:
+                self._committing -= 1
+                self._commits.notify_all()
+
+    def forget_revoked(self) -> None:
+        """What was consumed before the last revoke is dropped: transactions may begin again."""
+        with self._commits:
+            self._revoked_since_drop = False
 
     def take_revoked(self) -> bool:
         """Whether partitions were taken away (a rebalance) since the last call."""

@@ -297,6 +297,7 @@ class StageRunner(Generic[In]):
     async def _rewind(self) -> None:
         """Drop what is in flight and consume again from the committed offsets."""
         self._drop_in_flight()
+        self._consumer.forget_revoked()
         committed = await self._consumer.rewind_to_committed(self._transaction_timeout_s)
         self._completions.load(committed)
 
@@ -311,7 +312,8 @@ class StageRunner(Generic[In]):
         consumed and handled again, after a pause that grows while aborts follow one another.
         """
         try:
-            await self._transact(offsets, records)
+            with self._consumer.committing():
+                await self._transact(offsets, records)
         except AssignmentLostError:
             # A rebalance: what was in flight is dropped at once, and consumed again by
             # whoever has its partitions now.
