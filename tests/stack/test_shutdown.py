@@ -1,19 +1,23 @@
-"""A stage's batch is committed only after its outputs are acknowledged, and on SIGTERM.
+"""Shutdown: a stage's batch is committed only after its outputs are acknowledged, and on
+SIGTERM; a service's open connections are drained.
 
 The processors under test run on topics of their own, so that the stack's data is untouched.
 """
 
 from __future__ import annotations
 
+import http.client
 import signal
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
+from tests.ports import free_port
 from tests.stack.processes import service_process
 from tests.stack.topics import committed_offsets, create_topics, produce, read_until
 
@@ -135,3 +139,25 @@ def test_an_error_no_retry_fixes_stops_the_process_without_committing(
     assert '"stage stopped"' in output
     assert "MSG_SIZE_TOO_LARGE" in output or "too large" in output
     assert committed_offsets(kafka, group, source) == 0
+
+
+def test_sigterm_answers_requests_on_open_connections_with_connection_close() -> None:
+    """A client that sends its next request on a kept-alive connection just as the service is
+    told to stop gets its answer (and is told to reconnect), not a closed connection: a
+    rolling upgrade under load lost a request that way."""
+    environment = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    with service_process("receiver", environment) as receiver:
+        address = urlsplit(receiver.url)
+        connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+        connection.request("GET", "/healthz")
+        first = connection.getresponse()
+        first.read()
+        assert first.getheader("connection") != "close"
+        receiver.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # uvicorn alone has closed the idle connection by now
+        connection.request("GET", "/healthz")
+        second = connection.getresponse()
+        assert second.status == 200
+        assert second.getheader("connection") == "close"
+        connection.close()
+        assert receiver.process.wait(timeout=30) == -signal.SIGTERM

@@ -134,6 +134,15 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How long shutdown may take to finish in-flight work before giving up.",
     )
+    shutdown_drain_s: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "On SIGTERM, how long requests on open connections are still served, answered "
+            "with Connection: close, before the server stops: clients move to a new "
+            "connection instead of losing a request sent as an idle one closes."
+        ),
+    )
 
 
 class PostgresSettings(BaseSettings):
