@@ -62,8 +62,8 @@ from jobflow.core.kafka import (
 from jobflow.core.kafka_log import ClientLog
 from jobflow.core.offsets import CommitPlan, Completions, Partition
 from jobflow.core.settings import KafkaSettings
-from jobflow.core.stage import TRANSACTION_SLACK_MS
 from jobflow.core.timestamps import format_rfc3339_nano
+from jobflow.core.transactions import transactional_config
 from jobflow.topics import KafkaUnreachableError
 
 SOURCE_TOPIC = "dlq.source.topic"
@@ -527,15 +527,9 @@ async def replay(
     report: Report,
 ) -> None:
     kept = topic.kept(selection.partition)
-    producer = AsyncProducer(
-        kafka,
-        {
-            "transactional.id": topic.group,
-            # A replay killed mid-transaction holds back the source topic's read_committed
-            # readers until its next run fences it, or for this long.
-            "transaction.timeout.ms": kafka.delivery_timeout_ms + TRANSACTION_SLACK_MS,
-        },
-    )
+    # A replay killed mid-transaction holds back the source topic's read_committed readers
+    # until its next run fences it, or for the transaction timeout.
+    producer = AsyncProducer(kafka, transactional_config(topic.group, kafka))
     producer.start()
     try:
         # Fences a replay of the same topic still running, or killed in a transaction, and

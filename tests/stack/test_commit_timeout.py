@@ -14,8 +14,6 @@ on the broker while the producer times out, the case the upstream issue is about
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import struct
 import uuid
 
 import pytest
@@ -23,9 +21,11 @@ import pytest
 from jobflow.core.kafka import AsyncProducer, BatchConsumer, ProducerFailedError
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
-from jobflow.core.stage import StageRunner, transactional_config
+from jobflow.core.stage import StageRunner
 from jobflow.core.timestamps import now_ns
+from jobflow.core.transactions import transactional_config
 from jobflow.processor.service import ProcessJobs, ProcessorSettings
+from tests.stack.relay import END_TXN, Relay
 from tests.stack.topics import (
     committed_offsets,
     create_topics,
@@ -33,73 +33,6 @@ from tests.stack.topics import (
     produce,
     records_since,
 )
-
-# Kafka's request and response frames: a 4-byte size, then (requests) a 2-byte API key.
-FRAME_SIZE = struct.Struct(">i")
-API_KEY = struct.Struct(">h")
-END_TXN = 26
-
-
-class Relay:
-    """A TCP relay to one broker, taken by the client for the broker itself: the broker's
-    address in the answers (metadata, coordinators) is rewritten to the relay's. A connection
-    that has passed an EndTxn request on gets no more answers."""
-
-    def __init__(self, broker_host: str, broker_port: int) -> None:
-        self._host, self._port = broker_host, broker_port
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.end_txn_requests = 0
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        # In Kafka's encodings a host string is followed by its port as a 4-byte integer.
-        host = self._host.encode()
-        self._broker_address = host + FRAME_SIZE.pack(self._port)
-        self._relay_address = host + FRAME_SIZE.pack(port)
-        return port
-
-    async def _connect(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
-        broker, to_broker = await asyncio.open_connection(self._host, self._port)
-        self._writers += [to_client, to_broker]
-        held = asyncio.Event()
-
-        async def requests() -> None:
-            while frame := await _read_frame(client):
-                if API_KEY.unpack_from(frame, FRAME_SIZE.size)[0] == END_TXN:
-                    self.end_txn_requests += 1
-                    held.set()  # before it is passed on: its answer must not get through
-                to_broker.write(frame)
-                await to_broker.drain()
-
-        async def answers() -> None:
-            while frame := await _read_frame(broker):
-                if not held.is_set():
-                    to_client.write(frame.replace(self._broker_address, self._relay_address))
-                    await to_client.drain()
-
-        for pipe in (requests(), answers()):
-            task = asyncio.create_task(pipe)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in self._writers:
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-        size = await reader.readexactly(FRAME_SIZE.size)
-        return size + await reader.readexactly(FRAME_SIZE.unpack(size)[0])
-    return None
 
 
 class CountingProducer(AsyncProducer):
@@ -121,22 +54,22 @@ async def test_a_commit_that_times_out_stops_the_stage_and_the_next_producer_set
     produce(kafka, source, [(job.id.encode(), job.to_json())])
     settings = ProcessorSettings(group_id=f"test-commit-timeout-{suffix}", instance_id="only")
     host, port = kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
-    relay = Relay(host, int(port))
+    relay = Relay(host, int(port), hold_answers_after=END_TXN)
     # The shortest delivery timeout: the commit's own timeout is 5.1 s.
     relayed = KafkaSettings(
         bootstrap_servers=f"{host}:{await relay.start()}", delivery_timeout_ms=100
     )
-    producer = CountingProducer(relayed, transactional_config(settings, relayed))
+    producer = CountingProducer(relayed, transactional_config(settings.transactional_id(), relayed))
     consumer = BatchConsumer(kafka, settings.group_id, [source])
     producer.start()
     runner = StageRunner(ProcessJobs(target), consumer, producer, relayed, 10, 0.2)
     try:
         with pytest.raises(ProducerFailedError) as failed:
             await asyncio.wait_for(runner.run(asyncio.Event()), 90)
-        assert relay.end_txn_requests >= 1, "the commit did not go through the relay"
+        assert relay.held_requests >= 1, "the commit did not go through the relay"
         # Regression: the commit was called again on the same producer, up to 5 times, while
         # librdkafka sent its EndTxn request again after each request timeout.
-        assert (producer.commits, relay.end_txn_requests) == (1, 1)
+        assert (producer.commits, relay.held_requests) == (1, 1)
         assert "commit did not finish in time" in str(failed.value)
     finally:
         await consumer.close()
@@ -145,7 +78,7 @@ async def test_a_commit_that_times_out_stops_the_stage_and_the_next_producer_set
 
     # What the next process does: its producer, with the same transactional.id, bumps the epoch
     # (fencing the old one) once the coordinator has completed the commit that landed.
-    successor = AsyncProducer(kafka, transactional_config(settings, kafka))
+    successor = AsyncProducer(kafka, transactional_config(settings.transactional_id(), kafka))
     successor.start()
     try:
         await successor.init_transactions(30)

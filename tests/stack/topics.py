@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Literal
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
@@ -34,20 +35,31 @@ def partition_end_offsets(kafka: KafkaSettings, *topics: str) -> dict[TopicParti
         consumer.close()
 
 
+Isolation = Literal["read_committed", "read_uncommitted"]
+
+
 def records_since(
-    kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
+    kafka: KafkaSettings,
+    start: dict[TopicPartition, int],
+    topic: str,
+    isolation: Isolation = "read_committed",
 ) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every committed record of ``topic`` from ``start`` to its current end."""
+    """(key, value) of every committed record of ``topic`` from ``start`` to its current end
+    (or of every record, committed or not, read_uncommitted)."""
     return [
         (message.key() or b"", message.value() or b"")
-        for message in messages_since(kafka, start, topic)
+        for message in messages_since(kafka, start, topic, isolation)
     ]
 
 
 def messages_since(
-    kafka: KafkaSettings, start: dict[TopicPartition, int], topic: str
+    kafka: KafkaSettings,
+    start: dict[TopicPartition, int],
+    topic: str,
+    isolation: Isolation = "read_committed",
 ) -> list[Message]:
-    """Every committed record of ``topic`` from ``start`` to its current end."""
+    """Every committed record of ``topic`` from ``start`` to its current end (or every record,
+    read_uncommitted)."""
     end = partition_end_offsets(kafka, topic)
     assignment = [
         TopicPartition(tp.topic, tp.partition, offset)
@@ -61,7 +73,7 @@ def messages_since(
             "bootstrap.servers": kafka.bootstrap_servers,
             "group.id": f"tests-{uuid.uuid4()}",
             "enable.auto.commit": False,
-            "isolation.level": "read_committed",
+            "isolation.level": isolation,
         }
     )
     found: list[Message] = []

@@ -29,12 +29,13 @@ from jobflow.core.kafka import (
 from jobflow.core.metrics import RECORDS_IN_FLIGHT
 from jobflow.core.models import Job
 from jobflow.core.settings import KafkaSettings
-from jobflow.core.stage import (
+from jobflow.core.stage import StageRunner
+from jobflow.core.timestamps import now_ns
+from jobflow.core.transactions import (
     TRANSACTION_RETRY_BACKOFF_MS,
-    StageRunner,
+    _commit,
     transactional_config,
 )
-from jobflow.core.timestamps import now_ns
 from jobflow.processor.service import ProcessorSettings
 
 # Nothing listens there: the producer is never asked to reach a broker.
@@ -88,7 +89,7 @@ async def test_a_commit_that_timed_out_is_not_called_again_and_fails_the_produce
     # (no KIP-890 part 2 in librdkafka) a late one commits the next transaction part way.
     producer = CommitFails(succeed_on_attempt=2)
     with pytest.raises(ProducerFailedError, match="commit did not finish in time"):
-        await runner(producer)._commit()
+        await _commit(cast(Any, producer), "processor", 1.0)
     assert producer.attempts == 1
 
 
@@ -97,7 +98,7 @@ def test_the_stage_producer_retries_a_busy_transaction_coordinator_soon() -> Non
     # its first request is always retried once: after librdkafka's default backoff (100 ms)
     # that cost 90 ms per transaction, the bulk of a job's latency past its sleep.
     settings = ProcessorSettings(instance_id="unit")
-    config = transactional_config(settings, NOWHERE)
+    config = transactional_config(settings.transactional_id(), NOWHERE)
     assert config["transactional.id"] == "processor-unit"
     assert config["retry.backoff.ms"] == TRANSACTION_RETRY_BACKOFF_MS <= 20
     assert config["transaction.timeout.ms"] == NOWHERE.delivery_timeout_ms + 10_000

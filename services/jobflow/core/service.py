@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,7 +19,6 @@ from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobflow.core.kafka import AsyncProducer
 from jobflow.core.logging import configure_logging
 from jobflow.core.metrics import publish_build_info
 from jobflow.core.settings import ServiceSettings
@@ -60,14 +62,18 @@ def create_app(
     return app
 
 
+class TopicLister(Protocol):
+    def list_topics(self, timeout_s: float) -> set[str]: ...
+
+
 def kafka_readiness(
-    producer: AsyncProducer, topics: set[str], timeout_s: float = 2.0
+    client: TopicLister, topics: set[str], timeout_s: float = 2.0
 ) -> ReadinessCheck:
     """Ready when the cluster answers a metadata request and every topic in ``topics`` exists."""
 
     async def check() -> str | None:
         try:
-            existing = await asyncio.to_thread(producer.list_topics, timeout_s)
+            existing = await asyncio.to_thread(client.list_topics, timeout_s)
         except Exception as exc:
             return f"kafka unreachable: {exc}"
         missing = sorted(topics - existing)
@@ -120,6 +126,16 @@ class CloseWhileDraining:
             await send(message)
 
         await self.app(scope, receive, send_closing)
+
+
+def stop_process_on_failure(task: asyncio.Task[None]) -> None:
+    """A done callback for a task the service cannot go on without: when it failed, say why,
+    and stop the process so that its supervisor (supervisord locally, the kubelet in a
+    cluster) starts a fresh one."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical(f"{task.get_name()} stopped", exc_info=task.exception())
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:

@@ -7,6 +7,8 @@ is generated from these classes, so a field's description is its documentation.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -141,6 +143,23 @@ class ServiceSettings(BaseSettings):
             "On SIGTERM, how long requests on open connections are still served, answered "
             "with Connection: close, before the server stops: clients move to a new "
             "connection instead of losing a request sent as an idle one closes."
+        ),
+    )
+
+
+class TransactionalServiceSettings(ServiceSettings):
+    """A service that writes to Kafka in transactions, under ids made from its instance's
+    name."""
+
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        json_schema_extra={"documented_default": "`<host name>-<process id>`"},
+        description=(
+            "Name of this instance, unique among the service's live instances (default: host "
+            "name and process id; a pod's name in Kubernetes). It makes the producers' "
+            "transactional.id: a restarted instance with the same name fences its "
+            "predecessor's open transactions at once."
         ),
     )
 

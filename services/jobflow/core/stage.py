@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import socket
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -43,9 +40,7 @@ from jobflow.core.kafka import (
     DeliveryError,
     OutRecord,
     Position,
-    ProducerFailedError,
     ProducerQueueFullError,
-    kafka_error,
     position,
 )
 from jobflow.core.metrics import (
@@ -55,22 +50,23 @@ from jobflow.core.metrics import (
     RECORDS_CONSUMED,
     RECORDS_IN_FLIGHT,
     RECORDS_SKIPPED,
-    TRANSACTION_SECONDS,
-    TRANSACTIONS,
 )
 from jobflow.core.models import WireModel
 from jobflow.core.offsets import DEFAULT_MAX_METADATA_BYTES, Completions, Partition
-from jobflow.core.service import create_app, kafka_readiness
-from jobflow.core.settings import KafkaSettings, ServiceSettings
+from jobflow.core.service import create_app, kafka_readiness, stop_process_on_failure
+from jobflow.core.settings import KafkaSettings, TransactionalServiceSettings
+from jobflow.core.transactions import (
+    give_up_if_retriable,
+    run_transaction,
+    transaction_timeout_s,
+    transactional_config,
+    worth_retrying,
+)
 
 log = logging.getLogger(__name__)
 
 # The longest pause before a batch whose transaction was aborted is consumed again.
 MAX_ABORT_PAUSE_S = 5.0
-# How much longer than the delivery timeout a transaction may stay open.
-TRANSACTION_SLACK_MS = 10_000
-# The first retry of a transactional request (see transactional_config).
-TRANSACTION_RETRY_BACKOFF_MS = 5
 
 In = TypeVar("In", bound=WireModel)
 
@@ -121,9 +117,7 @@ class StageRunner(Generic[In]):
         self._max_in_flight = max_in_flight
         self._poll_timeout_s = poll_timeout_s
         self._drain_timeout_s = drain_timeout_s
-        # Committing waits for every record's delivery, which librdkafka gives up on after its
-        # delivery timeout; past that and some slack the coordinator is not answering.
-        self._transaction_timeout_s = kafka.delivery_timeout_ms / 1000 + 5.0
+        self._transaction_timeout_s = transaction_timeout_s(kafka)
         self._aborts_in_a_row = 0
         self._completions = Completions(max_metadata_bytes)
         self._handling: dict[asyncio.Future[list[OutRecord]], _Record] = {}
@@ -320,7 +314,7 @@ class StageRunner(Generic[In]):
             await self._rewind()
             return False
         except (KafkaException, ProducerQueueFullError, DeliveryError) as exc:
-            if not _worth_retrying(exc):
+            if not worth_retrying(exc):
                 raise
             self._aborts_in_a_row += 1
             pause_s = min(MAX_ABORT_PAUSE_S, 0.1 * 2**self._aborts_in_a_row)
@@ -336,117 +330,24 @@ class StageRunner(Generic[In]):
         return True
 
     async def _transact(self, offsets: list[TopicPartition], records: list[OutRecord]) -> None:
-        began = time.perf_counter()
-        self._producer.begin_transaction()
-        acks: list[asyncio.Future[Message]] = []
-        try:
-            # One by one: when the queue fills part way, the abort still reads the reports of
-            # the records already queued (one may say a record can never be delivered).
-            for record in records:
-                acks.append(self._producer.produce(record))
-            await self._send_offsets(offsets)
-            await self._delivered(acks)
-            await self._commit()
-        except (
-            KafkaException,
-            ProducerQueueFullError,
-            AssignmentLostError,
-            DeliveryError,
-        ) as exc:
-            await self._abort(exc, acks)
-            raise
-        except asyncio.CancelledError:
-            # Stopped in the middle: left open, the transaction would hold back every
-            # read_committed reader of its partitions until the broker times it out. Aborted
-            # now, shielded from the cancellation; best effort, as the stage is going away.
-            await asyncio.shield(self._abort_on_cancel())
-            raise
-        TRANSACTION_SECONDS.labels(self._stage.name).observe(time.perf_counter() - began)
-        TRANSACTIONS.labels(self._stage.name, "committed").inc()
-
-    async def _abort_on_cancel(self) -> None:
-        try:
-            await self._producer.abort_transaction(self._transaction_timeout_s)
-        except (KafkaException, ProducerFailedError) as exc:
-            log.warning("could not abort the cancelled transaction", extra={"error": str(exc)})
-            return
-        TRANSACTIONS.labels(self._stage.name, "aborted").inc()
+        await run_transaction(
+            self._producer,
+            records,
+            writer=self._stage.name,
+            timeout_s=self._transaction_timeout_s,
+            before_commit=lambda: self._send_offsets(offsets),
+        )
 
     async def _send_offsets(self, offsets: list[TopicPartition]) -> None:
-        """send_offsets_to_transaction, once, for the reason _commit gives: a TxnOffsetCommit
-        still in flight after a timeout could land in the next transaction of the same epoch,
-        committing offsets whose outputs were aborted with this one."""
+        """send_offsets_to_transaction, once, for the reason give_up_if_retriable gives."""
         metadata = self._consumer.group_metadata()
         try:
             await self._producer.send_offsets_to_transaction(
                 offsets, metadata, self._transaction_timeout_s
             )
         except KafkaException as exc:
-            self._give_up_if_retriable(exc, "offsets")
+            give_up_if_retriable(exc, "offsets", self._stage.name)
             raise
-
-    async def _delivered(self, acks: list[asyncio.Future[Message]]) -> None:
-        """Wait for every record's acknowledgement before committing.
-
-        commit_transaction flushes first, and its flush waits for delivery reports that our
-        polling thread takes from librdkafka, noticing them only every 10 ms: committed right
-        after producing, a transaction took 11 ms against an idle broker, 4.5 ms this way.
-        """
-        if not acks:
-            return
-        try:
-            await asyncio.wait_for(asyncio.gather(*acks), self._transaction_timeout_s)
-        except TimeoutError:
-            raise ProducerFailedError(
-                f"no delivery report within {self._transaction_timeout_s:.0f} s"
-            ) from None
-
-    async def _commit(self) -> None:
-        """commit_transaction, once: a commit that does not finish in time gives the producer up.
-
-        librdkafka reports such a commit as retriable and goes on with it in the background,
-        sending its EndTxn request again after a request timeout: one may reach the coordinator
-        later. Our librdkafka speaks the transaction protocol from before KIP-890 part 2 (EndTxn
-        v1), in which a producer keeps one epoch across its transactions, so a late
-        EndTxn(commit) that arrives once the next transaction has begun commits that one part
-        way (librdkafka issue #5423). Hence the commit is not called again nor aborted, and this
-        producer begins no other transaction: the stage stops, and the next process's
-        init_transactions bumps the epoch, which fences whatever this producer still has in
-        flight and settles the open transaction.
-        """
-        try:
-            await self._producer.commit_transaction(self._transaction_timeout_s)
-        except KafkaException as exc:
-            self._give_up_if_retriable(exc, "commit")
-            raise
-
-    def _give_up_if_retriable(self, error: KafkaException, what: str) -> None:
-        if kafka_error(error).retriable():
-            TRANSACTIONS.labels(self._stage.name, "failed").inc()
-            raise ProducerFailedError(
-                f"{what} did not finish in time and may still land: {error}"
-            ) from error
-
-    async def _abort(self, cause: Exception, acks: list[asyncio.Future[Message]]) -> None:
-        """Abort after ``cause``; raise ProducerFailedError when no retry can help."""
-        # Reports that arrived say whether a record can never be delivered; reading them also
-        # keeps asyncio from warning about exceptions nobody retrieved. After a fatal error
-        # some may never arrive, so none is waited for long.
-        settled, _ = await asyncio.wait(acks, timeout=1.0) if acks else (set(), set())
-        delivered = [ack.exception() for ack in settled if not ack.cancelled()]
-        permanent = next(
-            (e for e in delivered if isinstance(e, DeliveryError) and e.permanent), None
-        )
-        if isinstance(cause, KafkaException) and kafka_error(cause).fatal():
-            TRANSACTIONS.labels(self._stage.name, "failed").inc()
-            raise ProducerFailedError(f"transactional producer failed: {cause}") from cause
-        try:
-            await self._producer.abort_transaction(self._transaction_timeout_s)
-        except KafkaException as exc:
-            raise ProducerFailedError(f"abort failed: {exc}") from exc
-        TRANSACTIONS.labels(self._stage.name, "aborted").inc()
-        if permanent is not None:
-            raise ProducerFailedError(str(permanent)) from permanent
 
     async def _handle(self, message: Message) -> list[OutRecord]:
         where = position(message)
@@ -493,16 +394,6 @@ async def _wait_for(event: asyncio.Event, timeout_s: float) -> bool:
     return event.is_set()
 
 
-def _worth_retrying(error: BaseException) -> bool:
-    """Whether the batch's transaction failed in a way a fresh try may overcome."""
-    if isinstance(error, KafkaException):
-        cause = kafka_error(error)
-        return cause.txn_requires_abort() or cause.retriable()
-    if isinstance(error, DeliveryError):
-        return not error.permanent
-    return isinstance(error, ProducerQueueFullError)
-
-
 def describe(error: ValidationError) -> str:
     """A one-line reason for a dead-lettered record."""
     first = error.errors(include_url=False)[0]
@@ -510,7 +401,7 @@ def describe(error: ValidationError) -> str:
     return f"{location}: {first['msg']} ({error.error_count()} error(s))"
 
 
-class StageSettings(ServiceSettings):
+class StageSettings(TransactionalServiceSettings):
     """Settings of a consume-transform-produce service; subclasses set the env prefix."""
 
     group_id: str = Field(description="Kafka consumer group of the service's instances.")
@@ -551,39 +442,9 @@ class StageSettings(ServiceSettings):
             "the others (Kafka's default is 45 s): the pause a crashed instance causes."
         ),
     )
-    instance_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
-        min_length=1,
-        json_schema_extra={"documented_default": "`<host name>-<process id>`"},
-        description=(
-            "Name of this instance, unique among the group's live instances (default: host "
-            "name and process id; a pod's name in Kubernetes). With group_id it makes the "
-            "producer's transactional.id: a restarted instance with the same name fences "
-            "its predecessor."
-        ),
-    )
 
     def transactional_id(self) -> str:
         return f"{self.group_id}-{self.instance_id}"
-
-
-def transactional_config(settings: StageSettings, kafka: KafkaSettings) -> dict[str, object]:
-    """The stage producer's settings on top of the shared producer's."""
-    return {
-        "transactional.id": settings.transactional_id(),
-        # A transaction begins once its records are handled, so it lasts as long as producing
-        # and committing: within the delivery timeout. An instance that dies mid-transaction
-        # holds back read_committed readers of its output partitions until the broker aborts
-        # it after this long (at once, if it restarts with the same instance id).
-        "transaction.timeout.ms": kafka.delivery_timeout_ms + TRANSACTION_SLACK_MS,
-        # A transaction begun right after the previous commit finds the coordinator still
-        # writing that commit's markers: its first request gets CONCURRENT_TRANSACTIONS and is
-        # retried after this backoff. librdkafka's default (100 ms) made every transaction
-        # last 90 ms here (KAFKA-5477 lowered Java's to 20 ms for this; confluent-kafka-python
-        # #967). Retries of a broker that stays away still back off exponentially, up to
-        # retry.backoff.max.ms (1 s).
-        "retry.backoff.ms": TRANSACTION_RETRY_BACKOFF_MS,
-    }
 
 
 def create_stage_app(
@@ -595,7 +456,7 @@ def create_stage_app(
     kafka: KafkaSettings,
 ) -> FastAPI:
     """The FastAPI app of a stage service: runs the stage in the background, serves probes."""
-    producer = AsyncProducer(kafka, transactional_config(settings, kafka))
+    producer = AsyncProducer(kafka, transactional_config(settings.transactional_id(), kafka))
     consumer = BatchConsumer(
         kafka,
         settings.group_id,
@@ -620,20 +481,12 @@ def create_stage_app(
     stop = asyncio.Event()
     worker: asyncio.Task[None] | None = None
 
-    def on_worker_exit(task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        # The stage cannot go on: say why, and stop the process so that its supervisor
-        # (supervisord locally, the kubelet in a cluster) starts a fresh one.
-        log.critical("stage stopped", exc_info=task.exception())
-        os.kill(os.getpid(), signal.SIGTERM)
-
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nonlocal worker
         producer.start()
-        worker = asyncio.create_task(runner.run(stop), name=f"{service}-stage")
-        worker.add_done_callback(on_worker_exit)
+        worker = asyncio.create_task(runner.run(stop), name="stage")
+        worker.add_done_callback(stop_process_on_failure)
         yield
         stop.set()
         finished, _pending = await asyncio.wait({worker}, timeout=settings.shutdown_timeout_s)

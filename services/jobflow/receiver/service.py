@@ -1,8 +1,14 @@
-"""POST /api/v1/create/job: a job is answered only once the broker has it."""
+"""POST /api/v1/create/job: a job is answered only once it is committed to Kafka.
+
+Jobs are written in transactions, the jobs of all the requests that arrive while one commits
+going together in the next: a job answered 503 is in no read_committed reader's view, and one
+answered 200 is there once. (An idempotent producer was not enough: when a broker went away,
+librdkafka gave its records up, bumped its epoch and sent them again, and records the broker
+had written were written twice.)
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -13,16 +19,17 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jobflow.core.body_guard import JsonBodyGuard
-from jobflow.core.kafka import (
-    AsyncProducer,
-    DeliveryError,
-    OutRecord,
-    ProducerFailedError,
-    ProducerQueueFullError,
-)
+from jobflow.core.kafka import AsyncProducer, OutRecord
 from jobflow.core.models import MAX_DATA_SIZE, MAX_SLEEP_MS, CreatedJob, ErrorAnswer, Job
-from jobflow.core.service import create_app, kafka_readiness, serve
-from jobflow.core.settings import KafkaSettings, ServiceSettings
+from jobflow.core.service import create_app, kafka_readiness, serve, stop_process_on_failure
+from jobflow.core.settings import KafkaSettings, TransactionalServiceSettings
+from jobflow.core.transactions import (
+    GroupCommitWriter,
+    WriteFailedError,
+    WriterOverloadedError,
+    transaction_timeout_s,
+    transactional_config,
+)
 from jobflow.receiver.jobs import CreateJobRequest, new_job
 
 JOBS_ACCEPTED = Counter("jobflow_jobs_accepted_total", "Jobs written to Kafka and answered 200.")
@@ -31,7 +38,7 @@ JOBS_REJECTED = Counter(
 )
 
 
-class ReceiverSettings(ServiceSettings):
+class ReceiverSettings(TransactionalServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore")
 
     port: int = Field(default=8001, ge=1, le=65535, description="Port of the HTTP API.")
@@ -50,7 +57,16 @@ class ReceiverSettings(ServiceSettings):
     queue_max_records: int = Field(
         default=10_000,
         ge=1,
-        description="Records the producer may hold unacknowledged; past it requests get 503.",
+        description="Jobs that may wait for their transaction; past it requests get 503.",
+    )
+    producers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description=(
+            "Transactional producers taking turns: while one commits, the next gathers the "
+            "jobs that arrive. Their transactional.id is receiver-<instance id>-<n>."
+        ),
     )
     retry_after_s: int = Field(
         default=1, ge=1, description="Retry-After sent with a 503 when the queue is full."
@@ -60,6 +76,9 @@ class ReceiverSettings(ServiceSettings):
         ge=64,
         description="Longest request body accepted; a longer one gets 413 unread.",
     )
+
+    def producer_transactional_id(self, number: int) -> str:
+        return f"receiver-{self.instance_id}-{number}"
 
     def new_job(self, request: CreateJobRequest | None) -> Job:
         """The job a request asks for, this receiver's defaults filling in what it leaves out."""
@@ -72,21 +91,37 @@ class ReceiverSettings(ServiceSettings):
 
 
 def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
-    producer = AsyncProducer(kafka, {"queue.buffering.max.messages": settings.queue_max_records})
-    # The broker's ack is awaited at most as long as librdkafka itself keeps trying, plus slack
-    # for the delivery report to arrive.
-    ack_timeout_s = kafka.delivery_timeout_ms / 1000 + 1.0
+    def new_producer(number: int) -> AsyncProducer:
+        return AsyncProducer(
+            kafka,
+            {
+                **transactional_config(settings.producer_transactional_id(number), kafka),
+                "queue.buffering.max.messages": settings.queue_max_records,
+            },
+        )
+
+    writer = GroupCommitWriter(
+        new_producer,
+        writer="receiver",
+        timeout_s=transaction_timeout_s(kafka),
+        max_waiting=settings.queue_max_records,
+        lanes=settings.producers,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        producer.start()
+        for lane in writer.start():
+            lane.add_done_callback(stop_process_on_failure)
         yield
-        await asyncio.to_thread(producer.close, settings.shutdown_timeout_s)
+        await writer.stop(settings.shutdown_timeout_s)
+
+    check_topics = kafka_readiness(writer, {kafka.receiver_topic})
+
+    async def readiness() -> str | None:
+        return writer.not_ready() or await check_topics()
 
     app = create_app(
-        service="receiver",
-        lifespan=lifespan,
-        readiness=kafka_readiness(producer, {kafka.receiver_topic}),
+        service="receiver", lifespan=lifespan, readiness=readiness, liveness=writer.failure
     )
     app.add_middleware(JsonBodyGuard, max_bytes=settings.max_body_bytes)
 
@@ -109,8 +144,8 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
             503: {
                 "model": ErrorAnswer,
                 "description": (
-                    "Kafka did not acknowledge the job in time, or the receiver is overloaded. "
-                    "The job may or may not have been written; it was not confirmed."
+                    "Kafka did not take the job (its transaction was aborted, or none could "
+                    "begin in time), or the receiver is overloaded. The job was not written."
                 ),
             },
         },
@@ -122,15 +157,15 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
         job = settings.new_job(request)
         record = OutRecord(kafka.receiver_topic, key=job.id.encode(), value=job.to_json())
         try:
-            await asyncio.wait_for(producer.produce(record), ack_timeout_s)
-        except ProducerQueueFullError:
+            await writer.write(record)
+        except WriterOverloadedError:
             JOBS_REJECTED.labels("queue_full").inc()
             raise HTTPException(
                 503,
                 "receiver is overloaded: too many jobs waiting for Kafka",
                 headers={"Retry-After": str(settings.retry_after_s)},
             ) from None
-        except (DeliveryError, ProducerFailedError, TimeoutError) as exc:
+        except WriteFailedError as exc:
             JOBS_REJECTED.labels("kafka_unavailable").inc()
             raise HTTPException(503, f"Kafka did not acknowledge the job: {exc}") from None
         JOBS_ACCEPTED.inc()

@@ -1,0 +1,209 @@
+"""GroupCommitWriter: the receiver's records in shared transactions, on producers that fail
+the ways librdkafka's do (a real broker: tests/stack/test_receiver_transactions.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from jobflow.core.kafka import AsyncProducer, OutRecord
+from jobflow.core.transactions import (
+    GroupCommitWriter,
+    WriteFailedError,
+    WriterOverloadedError,
+)
+
+FENCED = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+ABORTABLE = KafkaException(
+    KafkaError(KafkaError._TIMED_OUT, "not delivered", txn_requires_abort=True)
+)
+
+
+class ScriptedProducer:
+    """A transactional producer: each commit waits for ``commits`` to be released and then
+    raises the next error of ``failures`` (None: commits)."""
+
+    def __init__(self, failures: list[KafkaException | None], init_error: Exception | None) -> None:
+        self.failures = failures
+        self.init_error = init_error
+        self.transactions: list[list[bytes]] = []
+        self.committed: list[list[bytes]] = []
+        self.commits = asyncio.Semaphore(0)
+        self.closed = False
+
+    def start(self) -> None:
+        pass
+
+    def allow(self, commits: int) -> None:
+        for _ in range(commits):
+            self.commits.release()
+
+    async def init_transactions(self, timeout_s: float) -> None:
+        if self.init_error is not None:
+            raise self.init_error
+
+    def begin_transaction(self) -> None:
+        self.transactions.append([])
+
+    def produce(self, record: OutRecord) -> asyncio.Future[Message]:
+        self.transactions[-1].append(record.value)
+        acked: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        acked.set_result(cast(Message, None))
+        return acked
+
+    async def commit_transaction(self, timeout_s: float) -> None:
+        await self.commits.acquire()
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
+        self.committed.append(self.transactions[-1])
+
+    async def abort_transaction(self, timeout_s: float) -> None:
+        pass
+
+    def close(self, timeout_s: float) -> int:
+        self.closed = True
+        return 0
+
+
+class Producers:
+    """Makes the writer's producers, each with the next script of ``scripts``."""
+
+    def __init__(self, *scripts: tuple[list[KafkaException | None], Exception | None]) -> None:
+        self.scripts = list(scripts)
+        self.made: list[tuple[int, ScriptedProducer]] = []
+
+    def __call__(self, lane: int) -> AsyncProducer:
+        failures, init_error = self.scripts.pop(0) if self.scripts else ([], None)
+        producer = ScriptedProducer(list(failures), init_error)
+        self.made.append((lane, producer))
+        return cast(AsyncProducer, producer)
+
+
+def record(value: bytes) -> OutRecord:
+    return OutRecord("jobs", key=value, value=value)
+
+
+def writer(producers: Producers, **overrides: Any) -> GroupCommitWriter:
+    options: dict[str, Any] = {"timeout_s": 5.0, "max_waiting": 100, "lanes": 1} | overrides
+    return GroupCommitWriter(producers, writer="test", **options)
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_records_arriving_during_a_commit_go_together_in_the_next_transaction() -> None:
+    producers = Producers()
+    subject = writer(producers)
+    subject.start()
+    first = asyncio.create_task(subject.write(record(b"1")))
+    await settle()
+    rest = [asyncio.create_task(subject.write(record(value))) for value in (b"2", b"3", b"4")]
+    await settle()
+    producer = producers.made[0][1]
+    producer.allow(2)
+    await asyncio.gather(first, *rest)
+    assert producer.committed == [[b"1"], [b"2", b"3", b"4"]]
+    await subject.stop(1.0)
+
+
+async def test_a_write_returns_only_once_its_transaction_committed() -> None:
+    producers = Producers()
+    subject = writer(producers)
+    subject.start()
+    write = asyncio.create_task(subject.write(record(b"1")))
+    await settle()
+    assert not write.done()
+    producers.made[0][1].allow(1)
+    await write
+    await subject.stop(1.0)
+
+
+async def test_an_aborted_transaction_fails_its_writes_and_the_next_one_goes_on() -> None:
+    producers = Producers(([ABORTABLE], None))
+    subject = writer(producers)
+    subject.start()
+    await settle()
+    producer = producers.made[0][1]
+    producer.allow(2)
+    with pytest.raises(WriteFailedError, match="not delivered"):
+        await subject.write(record(b"1"))
+    await subject.write(record(b"2"))
+    assert producer.committed == [[b"2"]]
+    assert len(producers.made) == 1, "an abortable error does not replace the producer"
+    await subject.stop(1.0)
+
+
+async def test_a_fenced_producer_is_replaced_with_one_of_the_same_lane() -> None:
+    producers = Producers(([FENCED], None))
+    subject = writer(producers, lanes=2)
+    subject.start()
+    await settle()
+    for _, producer in producers.made:
+        producer.allow(5)
+    results = await asyncio.gather(
+        *(subject.write(record(bytes([n]))) for n in range(2)), return_exceptions=True
+    )
+    assert any(isinstance(result, WriteFailedError) for result in results)
+    await subject.write(record(b"after"))
+    await settle()
+    assert sorted(lane for lane, _ in producers.made) == [0, 0, 1]
+    replacement = producers.made[2][1]
+    replacement.allow(5)
+    await subject.write(record(b"again"))
+    assert subject.not_ready() is None
+    await subject.stop(1.0)
+
+
+async def test_with_no_producer_set_up_a_write_is_refused_with_the_reason() -> None:
+    unreachable = KafkaException(KafkaError(KafkaError._TRANSPORT, "broker unreachable"))
+    producers = Producers(*[([], unreachable)] * 100)
+    subject = writer(producers, timeout_s=0.5)
+    subject.start()
+    await settle()
+    with pytest.raises(WriteFailedError, match="broker unreachable"):
+        await subject.write(record(b"1"))
+    assert "broker unreachable" in (subject.not_ready() or "")
+    assert all(producer.closed for _, producer in producers.made)
+    await subject.stop(1.0)
+
+
+async def test_past_max_waiting_a_write_is_refused_at_once() -> None:
+    producers = Producers()
+    subject = writer(producers, max_waiting=2)
+    subject.start()
+    await settle()
+    # The first is taken into a transaction that waits; two more wait behind it.
+    writes = [asyncio.create_task(subject.write(record(b"taken")))]
+    await settle()
+    writes += [asyncio.create_task(subject.write(record(bytes([n])))) for n in range(2)]
+    await settle()
+    with pytest.raises(WriterOverloadedError):
+        await subject.write(record(b"one too many"))
+    producers.made[0][1].allow(2)
+    await asyncio.gather(*writes)
+    await subject.stop(1.0)
+
+
+async def test_stopping_writes_what_waits_first() -> None:
+    producers = Producers()
+    subject = writer(producers)
+    subject.start()
+    await settle()
+    writes = [asyncio.create_task(subject.write(record(bytes([n])))) for n in range(3)]
+    await settle()
+    producer = producers.made[0][1]
+    producer.allow(2)
+    await subject.stop(5.0)
+    await asyncio.gather(*writes)
+    assert [value for transaction in producer.committed for value in transaction] == [
+        b"\x00",
+        b"\x01",
+        b"\x02",
+    ]
+    assert producer.closed
