@@ -117,7 +117,8 @@ test-stack: $(call test_needs,test-stack) ## integration and end-to-end tests on
 test-chaos: $(call test_needs,test-chaos) ## the fault-injection suite, short profile (part of make test)
 	@$(RUN) pytest $(call pytest_args,test-chaos)
 
-chaos: $(call test_needs,chaos) ## the fault-injection suite, full profile: 300 jobs/s, PostgreSQL away 30 s
+chaos: $(call test_needs,chaos) ## the fault-injection suite, full profile: the three-broker scenarios first, then 300 jobs/s on one broker, PostgreSQL away 30 s
+	@$(MAKE) --no-print-directory chaos-brokers
 	@CHAOS_PROFILE=full $(RUN) pytest $(call pytest_args,chaos)
 
 # The stack `make chaos-brokers` runs on: three brokers, beside `make up`'s stack and not in its
