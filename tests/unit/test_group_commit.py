@@ -4,6 +4,7 @@ the ways librdkafka's do (a real broker: tests/stack/test_receiver_transactions.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 import pytest
@@ -14,9 +15,13 @@ from jobflow.core.transactions import (
     GroupCommitWriter,
     WriteFailedError,
     WriterOverloadedError,
+    WriteUnconfirmedError,
 )
 
 FENCED = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+COMMIT_TIMED_OUT = KafkaException(
+    KafkaError(KafkaError._TIMED_OUT, "timed out, retry call to resume", retriable=True)
+)
 ABORTABLE = KafkaException(
     KafkaError(KafkaError._TIMED_OUT, "not delivered", txn_requires_abort=True)
 )
@@ -42,6 +47,8 @@ class ScriptedProducer:
             self.commits.release()
 
     async def init_transactions(self, timeout_s: float) -> None:
+        if isinstance(self.init_error, TimeoutError):
+            await asyncio.sleep(timeout_s)  # a broker that does not answer
         if self.init_error is not None:
             raise self.init_error
 
@@ -207,3 +214,29 @@ async def test_stopping_writes_what_waits_first() -> None:
         b"\x02",
     ]
     assert producer.closed
+
+
+async def test_a_commit_that_timed_out_is_reported_as_unconfirmed_not_as_failed() -> None:
+    # It may still land: the caller must not be told the record was not written.
+    producers = Producers(([COMMIT_TIMED_OUT], None))
+    subject = writer(producers)
+    subject.start()
+    await settle()
+    producers.made[0][1].allow(1)
+    with pytest.raises(WriteUnconfirmedError, match="may still land"):
+        await subject.write(record(b"1"))
+    await settle()
+    assert [lane for lane, _ in producers.made] == [0, 0], "the producer is replaced"
+    await subject.stop(1.0)
+
+
+async def test_stopping_while_kafka_is_away_does_not_wait_for_a_set_up() -> None:
+    # Regression: a receiver stopped with Kafka away waited out its producers' set-up calls,
+    # up to its whole shutdown timeout.
+    producers = Producers(*[([], TimeoutError())] * 10)
+    subject = writer(producers, timeout_s=30.0)
+    subject.start()
+    await settle()
+    started = time.monotonic()
+    await subject.stop(20.0)
+    assert time.monotonic() - started < 1

@@ -42,6 +42,10 @@ MAX_INIT_PAUSE_S = 5.0
 TransactionError = (KafkaException, ProducerQueueFullError, AssignmentLostError, DeliveryError)
 
 
+class OutcomeUnknownError(ProducerFailedError):
+    """A commit (or offsets commit) that did not finish in time: it may still land."""
+
+
 def transactional_config(transactional_id: str, kafka: KafkaSettings) -> dict[str, object]:
     """A transactional producer's settings on top of the shared producer's."""
     return {
@@ -90,7 +94,7 @@ def give_up_if_retriable(error: KafkaException, what: str, writer: str) -> None:
     still has in flight and settles the open transaction."""
     if kafka_error(error).retriable():
         TRANSACTIONS.labels(writer, "failed").inc()
-        raise ProducerFailedError(
+        raise OutcomeUnknownError(
             f"{what} did not finish in time and may still land: {error}"
         ) from error
 
@@ -202,6 +206,10 @@ class WriteFailedError(Exception):
     """The record was not written: its transaction was aborted, or none could begin in time."""
 
 
+class WriteUnconfirmedError(WriteFailedError):
+    """The record's commit was not confirmed in time: it may still be written (once)."""
+
+
 @dataclass
 class _Waiting:
     record: OutRecord
@@ -225,7 +233,8 @@ class GroupCommitWriter:
     arrived meanwhile, and writes them in one transaction: while one commits, the next gathers
     what arrives. ``write`` returns once its record's transaction has committed, and raises
     WriteFailedError once it was aborted (nothing of it is visible to read_committed readers)
-    or when no transaction could take it within ``timeout_s``.
+    or when no transaction could take it within ``timeout_s``; WriteUnconfirmedError when its
+    commit was not confirmed in time (it may still land, once).
 
     A producer that must be given up (fenced, a commit that timed out) is replaced by a new one
     with the same transactional.id, whose init_transactions fences whatever the old one still
@@ -263,6 +272,11 @@ class GroupCommitWriter:
         """Write what waits, then close every producer."""
         self._stopping = True
         self._arrived.set()
+        for lane, task in zip(self._lanes, self._tasks, strict=True):
+            if lane.producer is None:
+                # Still setting up (Kafka away): it has nothing to write, and its call may
+                # block for a transaction's time.
+                task.cancel()
         _, running = await asyncio.wait(self._tasks, timeout=timeout_s) if self._tasks else ((), ())
         for task in running:
             task.cancel()
@@ -345,7 +359,8 @@ class GroupCommitWriter:
                     extra={"lane": lane.number, "error": str(exc)},
                 )
                 self._give_up(lane, str(exc))
-                _settle(batch, WriteFailedError(str(exc)))
+                unknown = isinstance(exc, OutcomeUnknownError)
+                _settle(batch, (WriteUnconfirmedError if unknown else WriteFailedError)(str(exc)))
             except TransactionError as exc:
                 if not worth_retrying(exc):
                     self._give_up(lane, str(exc))

@@ -27,6 +27,7 @@ from jobflow.core.transactions import (
     GroupCommitWriter,
     WriteFailedError,
     WriterOverloadedError,
+    WriteUnconfirmedError,
     transaction_timeout_s,
     transactional_config,
 )
@@ -145,7 +146,9 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
                 "model": ErrorAnswer,
                 "description": (
                     "Kafka did not take the job (its transaction was aborted, or none could "
-                    "begin in time), or the receiver is overloaded. The job was not written."
+                    "begin in time), or the receiver is overloaded: the job was not written. "
+                    "Rarely Kafka does not confirm a commit in time; the job may then still be "
+                    "written, once, and the detail says so."
                 ),
             },
         },
@@ -164,6 +167,11 @@ def create(settings: ReceiverSettings, kafka: KafkaSettings) -> FastAPI:
                 503,
                 "receiver is overloaded: too many jobs waiting for Kafka",
                 headers={"Retry-After": str(settings.retry_after_s)},
+            ) from None
+        except WriteUnconfirmedError as exc:
+            JOBS_REJECTED.labels("kafka_unconfirmed").inc()
+            raise HTTPException(
+                503, f"Kafka did not confirm the job in time; it may still be written, once: {exc}"
             ) from None
         except WriteFailedError as exc:
             JOBS_REJECTED.labels("kafka_unavailable").inc()
