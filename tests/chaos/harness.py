@@ -67,6 +67,16 @@ def profile() -> ChaosProfile:
 class LoadResult:
     accepted: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    # When (time.monotonic()) each request was due, and each accepted one was sent.
+    sent_at: list[float] = field(default_factory=list)
+    accepted_sent_at: list[float] = field(default_factory=list)
+
+    def before(self, moment: float) -> tuple[int, int]:
+        """How many requests were sent before ``moment``, and how many of those accepted."""
+        return (
+            sum(1 for sent in self.sent_at if sent < moment),
+            sum(1 for sent in self.accepted_sent_at if sent < moment),
+        )
 
 
 class Load:
@@ -88,11 +98,15 @@ class Load:
         self._interval_s = 1 / rate_per_s
         self._max_in_flight = max_in_flight
         self._stop = threading.Event()
+        self._started = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self.result = LoadResult()
 
     def __enter__(self) -> Load:
+        """Start, and return once the first request is due: setting up the client takes a
+        loaded machine a second, which the scenario's time before its fault must not lose."""
         self._thread.start()
+        self._started.wait(timeout=30)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -107,8 +121,10 @@ class Load:
         limits = httpx.Limits(max_connections=self._max_in_flight)
         async with httpx.AsyncClient(base_url=self._url, timeout=10, limits=limits) as client:
             in_flight: set[asyncio.Task[None]] = set()
+            self._started.set()
             next_at = time.monotonic()
             while not self._stop.is_set():
+                self.result.sent_at.append(time.monotonic())
                 if len(in_flight) >= self._max_in_flight:
                     self.result.errors["client: too many in flight"] += 1
                 else:
@@ -121,6 +137,7 @@ class Load:
                 await asyncio.wait(in_flight)
 
     async def _one(self, client: httpx.AsyncClient) -> None:
+        sent = time.monotonic()
         try:
             sleep_ms = next(self._sleeps_ms)
             answer = await client.post("/api/v1/create/job", json={"sleep": sleep_ms})
@@ -129,6 +146,7 @@ class Load:
             return
         if answer.status_code == httpx.codes.OK:
             self.result.accepted.append(answer.json()["id"])
+            self.result.accepted_sent_at.append(sent)
         else:
             self.result.errors[f"HTTP {answer.status_code}"] += 1
 
@@ -314,6 +332,8 @@ class Outcome:
     dead_lettered: int
     recovery_s: float | None
     unacknowledged_written: int
+    # Of the requests sent before the fault: how many, and how many were accepted.
+    before_fault: tuple[int, int] = (0, 0)
     detail: list[str] = field(default_factory=list)
 
     def row(self) -> list[str]:
