@@ -148,6 +148,7 @@ def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+        timeout_keep_alive=settings.keep_alive_s,
     )
     server = DrainingServer(config, settings.shutdown_drain_s)
     app.add_middleware(CloseWhileDraining, server=server)

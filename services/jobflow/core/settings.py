@@ -136,6 +136,15 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How long shutdown may take to finish in-flight work before giving up.",
     )
+    keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description=(
+            "How long an idle kept-alive connection stays open. Longer than clients and load "
+            "balancers keep theirs (httpx 5 s, an AWS load balancer 60 s): a server closing "
+            "first can close a connection just as its client sends the next request on it."
+        ),
+    )
     shutdown_drain_s: float = Field(
         default=2.0,
         ge=0,
