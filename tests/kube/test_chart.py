@@ -445,10 +445,31 @@ def test_kafka_auths_address_is_the_brokers_scram_listener() -> None:
             "processor.env.PROCESSOR_GROUP_ID=other",
             "processor.env.PROCESSOR_GROUP_ID changes a name",
         ),
-        ("converter.env.KAFKA_DLQ_SUFFIX=.dead", "converter.env.KAFKA_DLQ_SUFFIX changes a name"),
     ],
 )
 def test_kafka_auth_refuses_what_its_acls_do_not_cover(setting: str, complaint: str) -> None:
     result = helm("template", "jobflow", str(CHART), *PROFILES["kafka-auth"], "--set", setting)
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+@pytest.mark.parametrize("profile", [(), PROFILES["kafka-auth"]], ids=["default", "kafka-auth"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "receiver.env.KAFKA_RECEIVER_TOPIC=jobs",
+        "processor.env.KAFKA_PROCESSOR_TOPIC=done",
+        "converter.env.KAFKA_CLICKHOUSE_TOPIC=ch",
+        "converter.env.KAFKA_DLQ_SUFFIX=.dead",
+        "informer.env.KAFKA_POSTGRES_TOPIC=pg",
+    ],
+)
+def test_a_service_told_another_topic_name_is_refused(
+    profile: tuple[str, ...], setting: str
+) -> None:
+    # The DDL, the connector and the ACLs read the names of files/topics.yaml: a service
+    # writing elsewhere would feed no sink.
+    result = helm("template", "jobflow", str(CHART), *profile, "--set", setting)
+    assert result.returncode != 0
+    service, _, name = setting.split("=")[0].split(".")
+    assert f"{service}.env.{name}: the topic names are fixed" in result.stderr

@@ -28,6 +28,9 @@ def _read_secret_file(path: Path) -> str:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
 
 
+_FIXED_NAME = " Fixed in a deployment; only for running one service apart, on topics of its own."
+
+
 class KafkaSettings(BaseSettings):
     """How every service reaches Kafka, and the names of the pipeline's topics."""
 
@@ -36,17 +39,26 @@ class KafkaSettings(BaseSettings):
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated."
     )
-    receiver_topic: str = Field(default="receiver-topic", description="Topic of new jobs.")
-    processor_topic: str = Field(default="processor-topic", description="Topic of finished jobs.")
+    # The topics' names are the pipeline's contract (charts/jobflow/files/topics.yaml, the
+    # statements and the connector read them): these settings let a service run apart, on
+    # topics of its own, as the tests and benchmarks do; the chart refuses them.
+    receiver_topic: str = Field(
+        default="receiver-topic", description=f"Topic of new jobs.{_FIXED_NAME}"
+    )
+    processor_topic: str = Field(
+        default="processor-topic", description=f"Topic of finished jobs.{_FIXED_NAME}"
+    )
     postgres_topic: str = Field(
-        default="postgres-topic", description="Topic read by the Kafka Connect JDBC sink."
+        default="postgres-topic",
+        description=f"Topic read by the Kafka Connect JDBC sink.{_FIXED_NAME}",
     )
     clickhouse_topic: str = Field(
-        default="clickhouse-topic", description="Topic read by ClickHouse's Kafka engine."
+        default="clickhouse-topic",
+        description=f"Topic read by ClickHouse's Kafka engine.{_FIXED_NAME}",
     )
     dlq_suffix: str = Field(
         default=".dlq",
-        description="Appended to a topic's name to name its dead-letter topic.",
+        description=f"Appended to a topic's name to name its dead-letter topic.{_FIXED_NAME}",
     )
     delivery_timeout_ms: int = Field(
         default=5000,
