@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
@@ -104,97 +106,93 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+@asynccontextmanager
+async def running(producers: Producers, **overrides: Any) -> AsyncIterator[GroupCommitWriter]:
+    """A started writer whose lanes have made their producers; stopped afterwards."""
+    subject = writer(producers, **overrides)
+    subject.start()
+    await settle()
+    try:
+        yield subject
+    finally:
+        await subject.stop(1.0)
+
+
 async def test_records_arriving_during_a_commit_go_together_in_the_next_transaction() -> None:
     producers = Producers()
-    subject = writer(producers)
-    subject.start()
-    first = asyncio.create_task(subject.write(record(b"1")))
-    await settle()
-    rest = [asyncio.create_task(subject.write(record(value))) for value in (b"2", b"3", b"4")]
-    await settle()
-    producer = producers.made[0][1]
-    producer.allow(2)
-    await asyncio.gather(first, *rest)
-    assert producer.committed == [[b"1"], [b"2", b"3", b"4"]]
-    await subject.stop(1.0)
+    async with running(producers) as subject:
+        first = asyncio.create_task(subject.write(record(b"1")))
+        await settle()
+        rest = [asyncio.create_task(subject.write(record(value))) for value in (b"2", b"3", b"4")]
+        await settle()
+        producer = producers.made[0][1]
+        producer.allow(2)
+        await asyncio.gather(first, *rest)
+        assert producer.committed == [[b"1"], [b"2", b"3", b"4"]]
 
 
 async def test_a_write_returns_only_once_its_transaction_committed() -> None:
     producers = Producers()
-    subject = writer(producers)
-    subject.start()
-    write = asyncio.create_task(subject.write(record(b"1")))
-    await settle()
-    assert not write.done()
-    producers.made[0][1].allow(1)
-    await write
-    await subject.stop(1.0)
+    async with running(producers) as subject:
+        write = asyncio.create_task(subject.write(record(b"1")))
+        await settle()
+        assert not write.done()
+        producers.made[0][1].allow(1)
+        await write
 
 
 async def test_an_aborted_transaction_fails_its_writes_and_the_next_one_goes_on() -> None:
     producers = Producers(([ABORTABLE], None))
-    subject = writer(producers)
-    subject.start()
-    await settle()
-    producer = producers.made[0][1]
-    producer.allow(2)
-    with pytest.raises(WriteFailedError, match="not delivered"):
-        await subject.write(record(b"1"))
-    await subject.write(record(b"2"))
-    assert producer.committed == [[b"2"]]
-    assert len(producers.made) == 1, "an abortable error does not replace the producer"
-    await subject.stop(1.0)
+    async with running(producers) as subject:
+        producer = producers.made[0][1]
+        producer.allow(2)
+        with pytest.raises(WriteFailedError, match="not delivered"):
+            await subject.write(record(b"1"))
+        await subject.write(record(b"2"))
+        assert producer.committed == [[b"2"]]
+        assert len(producers.made) == 1, "an abortable error does not replace the producer"
 
 
 async def test_a_fenced_producer_is_replaced_with_one_of_the_same_lane() -> None:
     producers = Producers(([FENCED], None))
-    subject = writer(producers, lanes=2)
-    subject.start()
-    await settle()
-    for _, producer in producers.made:
-        producer.allow(5)
-    results = await asyncio.gather(
-        *(subject.write(record(bytes([n]))) for n in range(2)), return_exceptions=True
-    )
-    assert any(isinstance(result, WriteFailedError) for result in results)
-    await subject.write(record(b"after"))
-    await settle()
-    assert sorted(lane for lane, _ in producers.made) == [0, 0, 1]
-    replacement = producers.made[2][1]
-    replacement.allow(5)
-    await subject.write(record(b"again"))
-    assert subject.not_ready() is None
-    await subject.stop(1.0)
+    async with running(producers, lanes=2) as subject:
+        for _, producer in producers.made:
+            producer.allow(5)
+        results = await asyncio.gather(
+            *(subject.write(record(bytes([n]))) for n in range(2)), return_exceptions=True
+        )
+        assert any(isinstance(result, WriteFailedError) for result in results)
+        await subject.write(record(b"after"))
+        await settle()
+        assert sorted(lane for lane, _ in producers.made) == [0, 0, 1]
+        replacement = producers.made[2][1]
+        replacement.allow(5)
+        await subject.write(record(b"again"))
+        assert subject.not_ready() is None
 
 
 async def test_with_no_producer_set_up_a_write_is_refused_with_the_reason() -> None:
     unreachable = KafkaException(KafkaError(KafkaError._TRANSPORT, "broker unreachable"))
     producers = Producers(*[([], unreachable)] * 100)
-    subject = writer(producers, timeout_s=0.5)
-    subject.start()
-    await settle()
-    with pytest.raises(WriteFailedError, match="broker unreachable"):
-        await subject.write(record(b"1"))
-    assert "broker unreachable" in (subject.not_ready() or "")
-    assert all(producer.closed for _, producer in producers.made)
-    await subject.stop(1.0)
+    async with running(producers, timeout_s=0.5) as subject:
+        with pytest.raises(WriteFailedError, match="broker unreachable"):
+            await subject.write(record(b"1"))
+        assert "broker unreachable" in (subject.not_ready() or "")
+        assert all(producer.closed for _, producer in producers.made)
 
 
 async def test_past_max_waiting_a_write_is_refused_at_once() -> None:
     producers = Producers()
-    subject = writer(producers, max_waiting=2)
-    subject.start()
-    await settle()
-    # The first is taken into a transaction that waits; two more wait behind it.
-    writes = [asyncio.create_task(subject.write(record(b"taken")))]
-    await settle()
-    writes += [asyncio.create_task(subject.write(record(bytes([n])))) for n in range(2)]
-    await settle()
-    with pytest.raises(WriterOverloadedError):
-        await subject.write(record(b"one too many"))
-    producers.made[0][1].allow(2)
-    await asyncio.gather(*writes)
-    await subject.stop(1.0)
+    async with running(producers, max_waiting=2) as subject:
+        # The first is taken into a transaction that waits; two more wait behind it.
+        writes = [asyncio.create_task(subject.write(record(b"taken")))]
+        await settle()
+        writes += [asyncio.create_task(subject.write(record(bytes([n])))) for n in range(2)]
+        await settle()
+        with pytest.raises(WriterOverloadedError):
+            await subject.write(record(b"one too many"))
+        producers.made[0][1].allow(2)
+        await asyncio.gather(*writes)
 
 
 async def test_stopping_writes_what_waits_first() -> None:
@@ -219,15 +217,12 @@ async def test_stopping_writes_what_waits_first() -> None:
 async def test_a_commit_that_timed_out_is_reported_as_unconfirmed_not_as_failed() -> None:
     # It may still land: the caller must not be told the record was not written.
     producers = Producers(([COMMIT_TIMED_OUT], None))
-    subject = writer(producers)
-    subject.start()
-    await settle()
-    producers.made[0][1].allow(1)
-    with pytest.raises(WriteUnconfirmedError, match="may still land"):
-        await subject.write(record(b"1"))
-    await settle()
-    assert [lane for lane, _ in producers.made] == [0, 0], "the producer is replaced"
-    await subject.stop(1.0)
+    async with running(producers) as subject:
+        producers.made[0][1].allow(1)
+        with pytest.raises(WriteUnconfirmedError, match="may still land"):
+            await subject.write(record(b"1"))
+        await settle()
+        assert [lane for lane, _ in producers.made] == [0, 0], "the producer is replaced"
 
 
 async def test_stopping_while_kafka_is_away_does_not_wait_for_a_set_up() -> None:

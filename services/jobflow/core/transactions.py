@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
@@ -223,7 +223,7 @@ class _Lane:
 
     number: int
     producer: AsyncProducer | None = None
-    last_error: str | None = field(default=None)
+    last_error: str | None = None
 
 
 class GroupCommitWriter:
@@ -381,7 +381,9 @@ class GroupCommitWriter:
                 "transactional producer could not be set up",
                 extra={"lane": lane.number, "error": str(exc)},
             )
-            await asyncio.to_thread(producer.close, 0)
+            if not isinstance(exc, ProducerFailedError):
+                # A stuck call (ProducerFailedError) could block the close too: left alone.
+                await asyncio.to_thread(producer.close, 0)
             self._fail_waiting_if_none_ready()
             await asyncio.sleep(min(MAX_INIT_PAUSE_S, self._timeout_s / 2))
             return
