@@ -35,6 +35,16 @@ class ServiceProcess:
                 return float(line.split()[-1])
         return 0.0
 
+    def until_ready(self, timeout_s: float = 60) -> None:
+        """Wait until /readyz answers 200: live is not ready (a receiver sets up its
+        transactional producers once it serves)."""
+        deadline = time.monotonic() + timeout_s
+        while (answer := self.get("/readyz")) is None or answer.status_code != 200:
+            assert self.process.poll() is None, "the service exited"
+            reason = answer.text if answer is not None else "no answer"
+            assert time.monotonic() < deadline, f"not ready after {timeout_s} s: {reason}"
+            time.sleep(0.2)
+
     def get(self, path: str) -> httpx.Response | None:
         try:
             return httpx.get(f"{self.url}{path}", timeout=5)

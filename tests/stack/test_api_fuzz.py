@@ -60,6 +60,8 @@ def receiver_url(kafka: KafkaSettings, request: pytest.FixtureRequest) -> Iterat
         environment["RECEIVER_MAX_BODY_BYTES"] = str(request.param)
     try:
         with service_process("receiver", environment) as receiver:
+            # Regression: fuzzed while live but not ready, /readyz answered 503.
+            receiver.until_ready()
             yield receiver.url
     finally:
         AdminClient({"bootstrap.servers": kafka.bootstrap_servers}).delete_topics(

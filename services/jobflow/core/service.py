@@ -11,12 +11,13 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobflow.core.logging import configure_logging
@@ -31,6 +32,30 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+class ProbeAnswer(BaseModel):
+    """The body of /healthz and /readyz: the state and, when it is not the good one, why."""
+
+    status: Literal["ok", "dead", "ready", "not ready"]
+    reason: str | None = None
+
+
+def _probe_answer(status: str, reason: str | None = None, status_code: int = 200) -> JSONResponse:
+    answer = ProbeAnswer.model_validate({"status": status, "reason": reason})
+    return JSONResponse(answer.model_dump(exclude_none=True), status_code=status_code)
+
+
+def _probe(summary: str, unwell: str) -> dict[str, Any]:
+    """A probe route's OpenAPI description."""
+    return {
+        "tags": ["health"],
+        "summary": summary,
+        "response_model": ProbeAnswer,
+        "responses": {
+            503: {"model": ProbeAnswer, "description": f"{unwell}: the reason says why."}
+        },
+    }
+
+
 def create_app(
     *,
     service: str,
@@ -41,19 +66,21 @@ def create_app(
     """A FastAPI app with /healthz (liveness), /readyz (readiness) and /metrics."""
     app = FastAPI(title=f"jobflow {service}", lifespan=lifespan)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process can do its work.")
+    # A probe's 503 is part of its contract (Kubernetes acts on it), so the OpenAPI document
+    # says so; clients that check answers against it would otherwise take it for a fault.
+    @app.get("/healthz", **_probe("Liveness: the process can do its work.", "Dead"))
     async def healthz() -> JSONResponse:
         reason = liveness()
         if reason is not None:
-            return JSONResponse({"status": "dead", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ok"})
+            return _probe_answer("dead", reason, status_code=503)
+        return _probe_answer("ok")
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: dependencies are reachable.")
+    @app.get("/readyz", **_probe("Readiness: dependencies are reachable.", "Not ready"))
     async def readyz() -> JSONResponse:
         reason = await readiness()
         if reason is not None:
-            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return _probe_answer("not ready", reason, status_code=503)
+        return _probe_answer("ready")
 
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
         app, include_in_schema=False
