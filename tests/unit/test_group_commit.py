@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from jobflow.core.kafka import AsyncProducer, OutRecord
+from jobflow.core.kafka import AsyncProducer, OutRecord, ProducerFailedError
 from jobflow.core.transactions import (
     GroupCommitWriter,
     WriteFailedError,
@@ -179,6 +179,21 @@ async def test_with_no_producer_set_up_a_write_is_refused_with_the_reason() -> N
             await subject.write(record(b"1"))
         assert "broker unreachable" in (subject.not_ready() or "")
         assert all(producer.closed for _, producer in producers.made)
+
+
+async def test_a_producer_whose_set_up_got_stuck_is_refused_with_the_reason_and_not_closed() -> (
+    None
+):
+    # Its init_transactions call still holds a thread of its own: a close could block on it
+    # too, and with it the lane that would set up the next producer.
+    stuck = ProducerFailedError("init_transactions did not return within 0.5 s")
+    producers = Producers(*[([], stuck)] * 100)
+    async with running(producers, timeout_s=0.5) as subject:
+        with pytest.raises(WriteFailedError, match="did not return"):
+            await subject.write(record(b"1"))
+        assert "did not return" in (subject.not_ready() or "")
+        assert producers.made
+        assert not any(producer.closed for _, producer in producers.made)
 
 
 async def test_past_max_waiting_a_write_is_refused_at_once() -> None:
