@@ -284,10 +284,13 @@ def retrying_job_status(failed: int, start_time: datetime, active: int = 0) -> d
     }
 
 
-def failed_pod_status(container: str, message: str, exit_code: int = 1) -> dict[str, Any]:
+def failed_pod_status(
+    container: str, message: str, exit_code: int = 1, ended: datetime | None = None
+) -> dict[str, Any]:
     """A ``status`` of a Pod whose one ``container`` ended with ``exit_code`` and termination
-    message ``message``, as its kubelet would write it (reason ``Error``: a non-zero exit)."""
-    now = _timestamp(datetime.now(UTC))
+    message ``message`` at ``ended`` (now by default), as its kubelet would write it (reason
+    ``Error``: a non-zero exit)."""
+    now = _timestamp(ended or datetime.now(UTC))
     return {
         "phase": "Failed",
         "containerStatuses": [

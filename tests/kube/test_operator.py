@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -260,10 +260,16 @@ APPLY_LOG_TAIL = (
 )
 
 
-def fail_a_pod(cluster: Cluster, job: dict[str, Any], message: str, exit_code: int = 1) -> None:
+def fail_a_pod(
+    cluster: Cluster,
+    job: dict[str, Any],
+    message: str,
+    exit_code: int = 1,
+    ended: datetime | None = None,
+) -> None:
     """What the Job controller and a kubelet leave of a failed attempt: a pod of ``job`` (from
     its template, with the controller's label) whose apply container ended with ``message``
-    and ``exit_code``."""
+    and ``exit_code`` at ``ended`` (now by default)."""
     template = job["spec"]["template"]
     name = f"{job['metadata']['name']}-{uuid.uuid4().hex[:5]}"
     labels = {**template["metadata"]["labels"], JOB_NAME_LABEL: job["metadata"]["name"]}
@@ -272,7 +278,7 @@ def fail_a_pod(cluster: Cluster, job: dict[str, Any], message: str, exit_code: i
         {"metadata": {"name": name, "labels": labels}, "spec": template["spec"]},
     )
     cluster.core.patch_namespaced_pod_status(
-        name, cluster.namespace, {"status": failed_pod_status("apply", message, exit_code)}
+        name, cluster.namespace, {"status": failed_pod_status("apply", message, exit_code, ended)}
     )
 
 
@@ -292,7 +298,14 @@ def test_a_retrying_job_makes_a_running_schema_that_counts_the_failed_attempts(
     assert status["phase"] == "Running"
     assert status["conditions"][0]["reason"] == "JobRetrying"
     assert "Warning JobRetrying" in eventually(lambda: cluster.events_for("retrying"))
-    fail_a_pod(cluster, job, "failed: statement 1 failed: timed out")
+    # Retries are the Job's back-off apart (10 s at least); made in the same second as the
+    # first, this pod is the newest by when it ended.
+    fail_a_pod(
+        cluster,
+        job,
+        "failed: statement 1 failed: timed out",
+        ended=datetime.now(UTC) + timedelta(seconds=10),
+    )
     set_job_status(cluster, job["metadata"]["name"], retrying_job_status(2, started))
     eventually(
         lambda: (

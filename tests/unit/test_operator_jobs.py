@@ -16,6 +16,7 @@ from jobflow.operator.jobs import (
     exit_code_of,
     failure_of,
     job_name,
+    newest_failed,
     outcome_of,
 )
 
@@ -240,6 +241,24 @@ def test_the_newest_failed_pods_last_log_line_is_the_failure() -> None:
         pod("2026-01-01T10:01:00Z", phase="Pending"),
     ]
     assert failure_of(pods) == CLICKHOUSE_REFUSAL
+
+
+def test_the_newest_failed_pod_is_the_one_that_ended_last() -> None:
+    # Regression: two pods made in the same second (creation times are whole seconds) were
+    # ordered by chance, and the older attempt's reason was reported.
+    made = "2026-01-01T10:00:00Z"
+    older = pod(made, terminated={"message": "older", "finishedAt": "2026-01-01T10:00:01Z"})
+    newer = pod(made, terminated={"message": "newer", "finishedAt": "2026-01-01T10:00:02Z"})
+    assert newest_failed([newer, older]) is newer
+    assert newest_failed([older, newer]) is newer
+    assert failure_of([newer, older]) == "newer"
+    # Evicted before its container ran: it ended no earlier than it was made.
+    evicted = {
+        "metadata": {"creationTimestamp": "2026-01-01T10:00:03Z"},
+        "status": {"phase": "Failed", "reason": "Evicted"},
+    }
+    assert newest_failed([evicted, newer]) is evicted
+    assert newest_failed([pod("2026-01-01T10:00:03Z", phase="Running")]) is None
 
 
 @pytest.mark.parametrize(

@@ -211,14 +211,35 @@ def outcome_of(
     return JobOutcome(Phase.PENDING, "JobPending", "the apply Job has not started yet")
 
 
+def newest_failed(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The failed pod that ended last, None when none failed.
+
+    Ordered by when its containers finished, then by when it was made: both are in whole
+    seconds, so pods made in the same second are told apart by their ends. A Job's retries
+    are its back-off apart, 10 s at least.
+    """
+    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
+    return max(failed, key=_ended_and_made, default=None)
+
+
+def _ended_and_made(pod: dict[str, Any]) -> tuple[str, str]:
+    # RFC 3339 times in UTC ("Z") sort as strings. A pod failed before any container ran
+    # (evicted) ended no earlier than it was made.
+    made = pod["metadata"].get("creationTimestamp") or ""
+    finished = [
+        ((container.get("state") or {}).get("terminated") or {}).get("finishedAt") or ""
+        for container in pod["status"].get("containerStatuses") or []
+    ]
+    return max(finished, default="") or made, made
+
+
 def failure_of(pods: list[dict[str, Any]]) -> str | None:
     """Why the newest failed pod of a Job failed, in a line: the last line of its container's
     termination message (the apply command's reason, see build_job), else how the container
     or the pod ended; None when no pod has failed."""
-    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
-    if not failed:
+    newest = newest_failed(pods)
+    if newest is None:
         return None
-    newest = max(failed, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
     status = newest["status"]
     for container in status.get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
@@ -238,10 +259,9 @@ def failure_of(pods: list[dict[str, Any]]) -> str | None:
 
 def exit_code_of(pods: list[dict[str, Any]]) -> int | None:
     """The exit status of the apply container of a Job's newest failed pod, if it has one."""
-    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
-    if not failed:
+    newest = newest_failed(pods)
+    if newest is None:
         return None
-    newest = max(failed, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
     for container in newest["status"].get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated") or {}
         if container.get("name") == "apply" and "exitCode" in terminated:
