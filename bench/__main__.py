@@ -40,6 +40,8 @@ class Plan:
     ingest_ramp: str
     ingest_fixed: str
     pipeline: str
+    # The same pipeline at lower rates: where the latency begins to grow.
+    pipeline_lower: tuple[str, ...]
     mixed: str
     seed: str
     backlog: int
@@ -51,6 +53,7 @@ FULL = Plan(
     ingest_ramp=ingest.RAMP,
     ingest_fixed=ingest.FIXED,
     pipeline="const(1000, 60s)",
+    pipeline_lower=("const(100, 30s)", "const(300, 30s)"),
     mixed="const(1000, 60s)",
     seed=tank.schedule_of("seed"),
     backlog=60_000,
@@ -60,6 +63,7 @@ QUICK = Plan(
     ingest_ramp="step(250, 1500, 250, 3s)",
     ingest_fixed=f"const({ingest.FIXED_RPS}, {10 + ingest.WARM_UP_S}s)",
     pipeline="const(1000, 10s)",
+    pipeline_lower=("const(100, 10s)", "const(300, 10s)"),
     mixed="const(1000, 10s)",
     seed=tank.shortened(tank.schedule_of("seed"), 20),
     backlog=10_000,
@@ -140,6 +144,10 @@ def main() -> None:
     print(f"==> pipeline: {plan.pipeline}", flush=True)
     flow = pipeline.run(kafka, receiver_url, plan.pipeline)
     rss_after_pipeline = stack_rss(settings)
+    lower = []
+    for schedule in plan.pipeline_lower:
+        print(f"==> pipeline at a lower rate: {schedule}", flush=True)
+        lower.append(pipeline.run(kafka, receiver_url, schedule))
     print(f"==> mixed lengths: {plan.mixed}, 1% of the jobs 30 to 60 s long", flush=True)
     mixed = pipeline.run(kafka, receiver_url, plan.mixed, pipeline.mixed_bodies())
     print(f"==> seed profile: {plan.seed}", flush=True)
@@ -176,9 +184,9 @@ def main() -> None:
         *rss_after_seed.values(),
         *(value for run in [unslept, *scaling] for value in run.rss_mib),
     ]
+    pipelines = [flow, *lower, mixed]
     lost = (
-        flow.lost
-        + mixed.lost
+        sum(run.lost for run in pipelines)
         + acceptance.missing_in_receiver_topic
         + sum(run.lost for run in [unslept, *scaling])
         + crashed.lost
@@ -221,6 +229,14 @@ def main() -> None:
         "pipeline_p50_ms_create_to_postgres": round(
             tank.quantile(flow.postgres_after_create_ms, 0.5), 1
         ),
+        "pipeline_over_sleep_by_schedule": {
+            run.schedule: {
+                "achieved_rps": run.achieved_rps,
+                "p50_ms": _quantile(run.done_over_sleep_ms, 0.5),
+                "p99_ms": _quantile(run.done_over_sleep_ms, 0.99),
+            }
+            for run in [*lower, flow]
+        },
         "mixed_achieved_rps": mixed.achieved_rps,
         "mixed_short_p99_ms_over_sleep": _quantile(mixed.done_over_sleep_ms, 0.99),
         "mixed_short_p50_ms_over_sleep": _quantile(mixed.done_over_sleep_ms, 0.5),
@@ -230,8 +246,7 @@ def main() -> None:
         "seed_profile_p99_ms": acceptance.p99_ms,
         "max_rss_mib": max(service_rss),
         "lost_jobs": lost,
-        "duplicated_jobs": flow.duplicated_in_processor_topic
-        + mixed.duplicated_in_processor_topic
+        "duplicated_jobs": sum(run.duplicated_in_processor_topic for run in pipelines)
         + acceptance.duplicated_in_receiver_topic
         + sum(run.duplicated for run in [unslept, *scaling])
         + crashed.duplicated
@@ -254,6 +269,7 @@ def main() -> None:
     results["scenarios"] = {
         "ingest": [_without_series(run, "ramp", "fixed") for run in (bare, receiver, go_receiver)],
         "pipeline": _without_series(flow, *PIPELINE_SERIES),
+        "pipeline_lower": [_without_series(run, *PIPELINE_SERIES) for run in lower],
         "mixed": _without_series(mixed, *PIPELINE_SERIES),
         "seed_profile": _without_series(acceptance, "load"),
         "processor": [dataclasses.asdict(run) for run in [unslept, *scaling]],
