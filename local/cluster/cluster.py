@@ -269,22 +269,13 @@ class Cluster:
         step("cluster", f"down; state kept in {self.settings.dir}")
 
     def _stop_leftover_shims(self) -> None:
-        """containerd's shims outlive it by design; those of this node's containerd go too.
-        They are found by the containerd address on their command line, which is this node's."""
-        socket = str(self.settings.path("run", "containerd.sock"))
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if (
-                command
-                and command[0].endswith(b"containerd-shim-runc-v2")
-                and (socket.encode() in command)
-            ):
-                _kill_shim(int(entry.name))
+        """containerd's shims outlive it by design; those of this node's containerd go too,
+        with their containers and the pods' network namespaces. They are found by the
+        containerd address on their command line, which is this node's."""
+        namespaces = stop_shims(self.settings.path("run", "containerd.sock"))
+        removed = remove_network_namespaces(namespaces, keep=self.settings.netns)
+        if removed:
+            step("cluster", f"{len(removed)} pods' network namespaces removed")
 
     def _unmount_leftovers(self) -> None:
         """What the kubelet and containerd mounted under the cluster's folder (volumes,
@@ -311,6 +302,61 @@ def _keys(settings: ClusterSettings) -> pki.Pki:
     return pki.Pki(settings.path("pki"))
 
 
-def _kill_shim(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+def stop_shims(containerd_socket: Path) -> set[int]:
+    """Kill the shims serving ``containerd_socket``, and first their children: each the first
+    process of a container (a pod's pause among them). Killed with its shim only, a child lives
+    on, adopted by init. Returns the network namespaces (their inodes) the children were in."""
+    shims = [
+        pid
+        for pid, command in _processes()
+        if command
+        and command[0].endswith(b"containerd-shim-runc-v2")
+        and str(containerd_socket).encode() in command
+    ]
+    containers = [pid for pid, _ in _processes() if _parent_of(pid) in shims]
+    namespaces = {
+        inode for pid in containers if (inode := _inode(Path(f"/proc/{pid}/ns/net"))) is not None
+    }
+    for pid in containers + shims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return namespaces
+
+
+def remove_network_namespaces(inodes: set[int], keep: str) -> list[str]:
+    """Delete the named network namespaces (``ip netns``) that are among ``inodes``, all but
+    ``keep``; their names. A pod's was made by containerd's network set-up, and the kubelet,
+    stopped, no longer tears it down."""
+    named = Path("/run/netns")
+    removed = []
+    for entry in sorted(named.iterdir()) if named.is_dir() else []:
+        if entry.name != keep and _inode(entry) in inodes:
+            subprocess.run(["ip", "netns", "delete", entry.name], check=False)  # noqa: S603, S607
+            removed.append(entry.name)
+    return removed
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _processes() -> list[tuple[int, list[bytes]]]:
+    """Every process's id and command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")))
+    return found
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name, in parentheses, may hold spaces: the fields after it are plain.
+    return int(stat.rsplit(")", 1)[1].split()[1])
