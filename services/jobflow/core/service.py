@@ -32,15 +32,21 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+ProbeStatus = Literal["ok", "dead", "ready", "not ready"]
+"""/healthz answers ok or dead, /readyz ready or not ready."""
+
+
 class ProbeAnswer(BaseModel):
     """The body of /healthz and /readyz: the state and, when it is not the good one, why."""
 
-    status: Literal["ok", "dead", "ready", "not ready"]
+    status: ProbeStatus
     reason: str | None = None
 
 
-def _probe_answer(status: str, reason: str | None = None, status_code: int = 200) -> JSONResponse:
-    answer = ProbeAnswer.model_validate({"status": status, "reason": reason})
+def _probe_answer(
+    status: ProbeStatus, reason: str | None = None, status_code: int = 200
+) -> JSONResponse:
+    answer = ProbeAnswer(status=status, reason=reason)
     return JSONResponse(answer.model_dump(exclude_none=True), status_code=status_code)
 
 
