@@ -290,7 +290,7 @@ def failed_pod_status(
     """A ``status`` of a Pod whose one ``container`` ended with ``exit_code`` and termination
     message ``message`` at ``ended`` (now by default), as its kubelet would write it (reason
     ``Error``: a non-zero exit)."""
-    now = _timestamp(ended or datetime.now(UTC))
+    at = _timestamp(ended or datetime.now(UTC))
     return {
         "phase": "Failed",
         "containerStatuses": [
@@ -305,8 +305,8 @@ def failed_pod_status(
                         "exitCode": exit_code,
                         "reason": "Error",
                         "message": message,
-                        "startedAt": now,
-                        "finishedAt": now,
+                        "startedAt": at,
+                        "finishedAt": at,
                     }
                 },
             }

@@ -298,8 +298,8 @@ def test_a_retrying_job_makes_a_running_schema_that_counts_the_failed_attempts(
     assert status["phase"] == "Running"
     assert status["conditions"][0]["reason"] == "JobRetrying"
     assert "Warning JobRetrying" in eventually(lambda: cluster.events_for("retrying"))
-    # Retries are the Job's back-off apart (10 s at least); made in the same second as the
-    # first, this pod is the newest by when it ended.
+    # Retries are the Job's back-off apart (10 s at least), so this pod ends 10 s after the
+    # first; it may be made in the same second, and is the newest by when it ended.
     fail_a_pod(
         cluster,
         job,

@@ -35,14 +35,15 @@ class ServiceProcess:
                 return float(line.split()[-1])
         return 0.0
 
-    def until_ready(self, timeout_s: float = 60) -> None:
-        """Wait until /readyz answers 200: live is not ready (a receiver sets up its
-        transactional producers once it serves)."""
+    def until_ok(self, path: str, timeout_s: float) -> None:
+        """Wait until ``path`` answers 200; fail at once if the process exits."""
         deadline = time.monotonic() + timeout_s
-        while (answer := self.get("/readyz")) is None or answer.status_code != 200:
-            assert self.process.poll() is None, "the service exited"
-            reason = answer.text if answer is not None else "no answer"
-            assert time.monotonic() < deadline, f"not ready after {timeout_s} s: {reason}"
+        while (answer := self.get(path)) is None or answer.status_code != 200:
+            assert self.process.poll() is None, (
+                f"exited: {self.process.stdout and self.process.stdout.read()!r}"
+            )
+            last = answer.text if answer is not None else "no answer"
+            assert time.monotonic() < deadline, f"{path} not 200 after {timeout_s} s: {last}"
             time.sleep(0.2)
 
     def get(self, path: str) -> httpx.Response | None:
@@ -80,15 +81,8 @@ def service_process(
     )
     running = ServiceProcess(process, f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 30
-        while wait_live and (
-            (answer := running.get("/healthz")) is None or answer.status_code != 200
-        ):
-            assert process.poll() is None, (
-                f"{service} exited: {process.stdout and process.stdout.read()!r}"
-            )
-            assert time.monotonic() < deadline, f"{service} not live after 30 s"
-            time.sleep(0.2)
+        if wait_live:
+            running.until_ok("/healthz", timeout_s=30)
         yield running
     finally:
         if process.poll() is None:

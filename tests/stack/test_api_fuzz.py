@@ -60,8 +60,9 @@ def receiver_url(kafka: KafkaSettings, request: pytest.FixtureRequest) -> Iterat
         environment["RECEIVER_MAX_BODY_BYTES"] = str(request.param)
     try:
         with service_process("receiver", environment) as receiver:
-            # Regression: fuzzed while live but not ready, /readyz answered 503.
-            receiver.until_ready()
+            # Live is not ready: its transactional producers are set up once it serves.
+            # Fuzzed before, its /readyz answered 503 (a CI run failed on it).
+            receiver.until_ok("/readyz", timeout_s=60)
             yield receiver.url
     finally:
         AdminClient({"bootstrap.servers": kafka.bootstrap_servers}).delete_topics(

@@ -13,7 +13,6 @@ the receiver times out.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import httpx
@@ -42,8 +41,9 @@ async def test_a_job_answered_503_is_not_committed_though_the_broker_wrote_it(
     }
     try:
         with service_process("receiver", environment, wait_live=False) as receiver:
+            # In a thread: the relay runs on this event loop.
+            await asyncio.to_thread(receiver.until_ok, "/readyz", 60)
             async with httpx.AsyncClient(base_url=receiver.url, timeout=60) as client:
-                await _until_ready(client)
                 answer = await client.post("/api/v1/create/job", json={"sleep": 0})
             assert answer.status_code == 503, answer.text
             assert "Kafka did not acknowledge the job" in answer.json()["detail"]
@@ -54,15 +54,3 @@ async def test_a_job_answered_503_is_not_committed_though_the_broker_wrote_it(
     assert len(written) == 1, "the broker did not write the job: the test proves nothing"
     # Regression: with the idempotent receiver, every reader saw the job answered 503.
     assert await asyncio.to_thread(records_since, kafka, start, topic) == []
-
-
-async def _until_ready(client: httpx.AsyncClient) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if (await client.get("/readyz")).status_code == httpx.codes.OK:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the receiver was not ready within 60 s"
-        await asyncio.sleep(0.2)
