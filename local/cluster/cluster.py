@@ -306,14 +306,15 @@ def stop_shims(containerd_socket: Path) -> set[int]:
     """Kill the shims serving ``containerd_socket``, and first their children: each the first
     process of a container (a pod's pause among them). Killed with its shim only, a child lives
     on, adopted by init. Returns the network namespaces (their inodes) the children were in."""
+    processes = _processes()
     shims = [
         pid
-        for pid, command in _processes()
+        for pid, command in processes
         if command
         and command[0].endswith(b"containerd-shim-runc-v2")
         and str(containerd_socket).encode() in command
     ]
-    containers = [pid for pid, _ in _processes() if _parent_of(pid) in shims]
+    containers = [pid for pid, _ in processes if _parent_of(pid) in shims]
     namespaces = {
         inode for pid in containers if (inode := _inode(Path(f"/proc/{pid}/ns/net"))) is not None
     }
