@@ -28,10 +28,10 @@ from jobflow.processor.service import ProcessJobs, ProcessorSettings
 from tests.stack.relay import END_TXN, Relay
 from tests.stack.topics import (
     committed_offsets,
-    create_topics,
     partition_end_offsets,
     produce,
     records_since,
+    stage_topics,
 )
 
 
@@ -47,12 +47,10 @@ class CountingProducer(AsyncProducer):
 async def test_a_commit_that_times_out_stops_the_stage_and_the_next_producer_settles_it(
     kafka: KafkaSettings,
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    source, target = f"test-commit-timeout-in-{suffix}", f"test-commit-timeout-out-{suffix}"
-    create_topics(kafka, source, f"{source}.dlq", target)
+    source, target = stage_topics(kafka, "commit-timeout")
     job = Job(id=str(uuid.uuid4()), create_date=now_ns(), sleep=0, data="")
     produce(kafka, source, [(job.id.encode(), job.to_json())])
-    settings = ProcessorSettings(group_id=f"test-commit-timeout-{suffix}", instance_id="only")
+    settings = ProcessorSettings(group_id=f"{source}-group", instance_id="only")
     host, port = kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
     relay = Relay(host, int(port), hold_answers_after=END_TXN)
     # The shortest delivery timeout: the commit's own timeout is 5.1 s.

@@ -19,21 +19,19 @@ from jobflow.core.settings import KafkaSettings
 from jobflow.core.timestamps import now_ns
 from tests.ports import free_port
 from tests.stack.processes import service_process
-from tests.stack.topics import committed_offsets, create_topics, produce, read_until
+from tests.stack.topics import committed_offsets, create_topics, produce, read_until, stage_topics
 
 
 @pytest.fixture
 def isolated(kafka: KafkaSettings) -> dict[str, str]:
     """Topics and a consumer group of its own for one processor."""
-    suffix = uuid.uuid4().hex[:8]
-    source, target = f"test-in-{suffix}", f"test-out-{suffix}"
-    create_topics(kafka, source, f"{source}.dlq", target)
+    source, target = stage_topics(kafka, "shutdown")
     return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "KAFKA_RECEIVER_TOPIC": source,
         "KAFKA_PROCESSOR_TOPIC": target,
         "KAFKA_DELIVERY_TIMEOUT_MS": "2000",
-        "PROCESSOR_GROUP_ID": f"test-processor-{suffix}",
+        "PROCESSOR_GROUP_ID": f"{source}-group",
     }
 
 

@@ -153,6 +153,15 @@ def create_topics(
         future.result(timeout=30)
 
 
+def stage_topics(kafka: KafkaSettings, name: str) -> tuple[str, str]:
+    """A stage's input topic (with its dead-letter topic) and output topic, new, named after
+    ``name``: ``(input, output)``."""
+    suffix = uuid.uuid4().hex[:8]
+    source, target = f"test-{name}-in-{suffix}", f"test-{name}-out-{suffix}"
+    create_topics(kafka, source, f"{source}.dlq", target)
+    return source, target
+
+
 def delete_topics(kafka: KafkaSettings, *names: str) -> None:
     """Delete those of ``names`` that exist."""
     from confluent_kafka.admin import AdminClient

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import orjson
+from typing import Any
+
 from prometheus_client import REGISTRY
 
 from jobflow.core.kafka import export_consumer_lag
@@ -14,8 +15,8 @@ def lag(group: str, topic: str, partition: str) -> float | None:
     )
 
 
-def statistics(partitions: dict[str, dict[str, int]]) -> str:
-    return orjson.dumps({"topics": {"t-lag": {"partitions": partitions}}}).decode()
+def statistics(partitions: dict[str, dict[str, int]]) -> dict[str, Any]:
+    return {"topics": {"t-lag": {"partitions": partitions}}}
 
 
 def test_lag_counts_from_the_last_record_handed_over_not_the_committed_offset() -> None:

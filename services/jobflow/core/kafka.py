@@ -251,9 +251,8 @@ class AsyncProducer:
         return remaining
 
 
-def export_consumer_lag(group: str, statistics_json: str) -> None:
+def export_consumer_lag(group: str, statistics: dict[str, Any]) -> None:
     """Set jobflow_consumer_lag_records from one librdkafka statistics document."""
-    statistics = orjson.loads(statistics_json)
     for topic, topic_statistics in statistics.get("topics", {}).items():
         for partition, partition_statistics in topic_statistics.get("partitions", {}).items():
             # Measured from the offset of the last record handed to us (the stored offset), not
@@ -263,6 +262,46 @@ def export_consumer_lag(group: str, statistics_json: str) -> None:
             # Partition -1 is librdkafka's internal one; a lag of -1 means not known yet.
             if int(partition) >= 0 and lag >= 0:
                 CONSUMER_LAG.labels(group, topic, partition).set(lag)
+
+
+class PartitionStarts:
+    """Which assigned partitions have not started fetching, and since when, from librdkafka's
+    statistics documents.
+
+    An assigned partition starts fetching once its committed offset is read. A read_committed
+    consumer reads only stable offsets (KIP-447): while a transaction that commits offsets of
+    the partition is open, the broker answers UNSTABLE_OFFSET_COMMIT and librdkafka asks again,
+    without end and without telling the application. A transaction the broker never completes
+    leaves the partition there for good, the process otherwise healthy (docs/operations.md:
+    a transaction left open by a broker restart). Counted only while the consumer is a settled
+    member of its group: during a rebalance, or with the brokers away, not fetching is
+    expected.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._waiting_since: dict[str, float] = {}
+
+    def update(self, statistics: dict[str, Any]) -> None:
+        group = statistics.get("cgrp", {})
+        if (group.get("state"), group.get("join_state")) != ("up", "steady"):
+            self._waiting_since = {}
+            return
+        now = self._clock()
+        waiting = {}
+        for topic, topic_statistics in statistics.get("topics", {}).items():
+            for partition, partition_statistics in topic_statistics.get("partitions", {}).items():
+                if partition_statistics.get("desired") and (
+                    partition_statistics.get("fetch_state") != "active"
+                ):
+                    name = f"{topic}[{partition}]"
+                    waiting[name] = self._waiting_since.get(name, now)
+        self._waiting_since = waiting
+
+    def not_started(self, limit_s: float) -> list[str]:
+        """The assigned partitions that have waited longer than ``limit_s`` to start."""
+        now = self._clock()
+        return sorted(name for name, since in self._waiting_since.items() if now - since > limit_s)
 
 
 def _settle_from_thread(
@@ -324,6 +363,7 @@ class BatchConsumer:
             **(extra_config or {}),
         }
         self._consumer = Consumer(config)
+        self._starts = PartitionStarts()
         self._topics = topics
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._revoked = False
@@ -338,8 +378,15 @@ class BatchConsumer:
         self._revoked_since_drop = False
 
     def _on_statistics(self, group_id: str, statistics_json: str) -> None:
-        export_consumer_lag(group_id, statistics_json)
+        statistics = orjson.loads(statistics_json)
+        export_consumer_lag(group_id, statistics)
+        self._starts.update(statistics)
         self._log.statistics(statistics_json)
+
+    def partitions_not_started(self, limit_s: float) -> list[str]:
+        """The assigned partitions that have not started fetching within ``limit_s`` (see
+        PartitionStarts), as of the last statistics document."""
+        return self._starts.not_started(limit_s)
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -533,6 +580,7 @@ __all__ = [
     "BatchConsumer",
     "DeliveryError",
     "OutRecord",
+    "PartitionStarts",
     "Position",
     "ProducerFailedError",
     "ProducerQueueFullError",

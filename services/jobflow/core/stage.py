@@ -433,6 +433,17 @@ class StageSettings(TransactionalServiceSettings):
             "before it pauses its partitions (it goes on polling, for the group's sake)."
         ),
     )
+    partition_start_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long an assigned partition may wait to start fetching before the liveness "
+            "probe fails. It waits while a transaction holds its committed offset open: "
+            "normally until the broker completes or times out that transaction (a crashed "
+            "writer's, within its transaction timeout); for good when the broker never does "
+            "(docs/operations.md)."
+        ),
+    )
     session_timeout_ms: int = Field(
         default=10_000,
         ge=6_000,
@@ -503,6 +514,12 @@ def create_stage_app(
         if worker is not None and worker.done() and not stop.is_set():
             error = worker.exception() if not worker.cancelled() else None
             return f"stage stopped: {error!r}"
+        if waiting := consumer.partitions_not_started(settings.partition_start_timeout_s):
+            return (
+                f"partitions assigned but not fetching for over "
+                f"{settings.partition_start_timeout_s:.0f} s (is a transaction holding their "
+                f"committed offsets open?): {', '.join(waiting)}"
+            )
         return None
 
     topics = {input_topic, kafka.dlq_topic(input_topic), *output_topics}
