@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -51,6 +54,16 @@ PROFILES = {
         rate_per_s=300, load_s=40, fault_after_s=10, postgres_outage_s=30, drain_timeout_s=300
     ),
 }
+
+
+# How old a transaction still open must be to be one the broker left open: a live one is
+# aborted by the coordinator past its timeout (15 s, transactional_config).
+LEFT_OPEN_AFTER_S = 30
+# Kafka 4.3's TransactionMarkerChannelManager when a partition's leader is not in its metadata.
+_MARKERS_SKIPPED = re.compile(
+    r"Couldn't find leader endpoint for partitions (?:Hash)?Set\((.*?)\) while trying to send "
+    r"transaction markers"
+)
 
 
 def profile() -> ChaosProfile:
@@ -218,6 +231,62 @@ class Stack:
                 f"{', '.join(self.unwell()) or '(all well just now)'}"
             ) from None
 
+    # --- Transactions a broker left open (KAFKA-20734) ---
+
+    def broker_log_size(self) -> int:
+        return self._broker_log().stat().st_size
+
+    def markers_skipped(self, since: int) -> set[str]:
+        """The partitions to which the broker skipped a transaction's markers, taking them for
+        deleted, in its log from byte ``since`` on (docs/operations.md)."""
+        with self._broker_log().open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        return {
+            partition.strip()
+            for found in _MARKERS_SKIPPED.finditer(text)
+            for partition in found.group(1).split(",")
+        }
+
+    def abort_offsets_left_open(self, partitions: set[str], before_ms: int) -> list[str]:
+        """Abort, with Kafka's own tool, each transaction still open on the ``__consumer_offsets``
+        partitions among ``partitions`` whose last write came before ``before_ms`` (epoch
+        milliseconds) and longer ago than any transaction may stay open: the coordinator has
+        completed it and will send nothing more, and its pending offsets keep the group from
+        starting. Output partitions are left to their writer's next commit, which completes them
+        as the coordinator decided; aborting one would drop records it had committed. What an
+        operator does (docs/operations.md); returns what was aborted."""
+        oldest_live_ms = time.time() * 1000 - LEFT_OPEN_AFTER_S * 1000
+        aborted = []
+        for name in sorted(p for p in partitions if p.startswith("__consumer_offsets-")):
+            topic, partition = name.rsplit("-", 1)
+            where = ["--topic", topic, "--partition", partition]
+            for row in self._transactions_tool("describe-producers", *where).splitlines()[1:]:
+                producer, epoch, _, _, last_write_ms, start = row.split()
+                # "None": no transaction of that producer open on the partition.
+                if start != "None" and int(last_write_ms) < min(before_ms, oldest_live_ms):
+                    self._transactions_tool("abort", *where, "--start-offset", start)
+                    aborted.append(f"{name}: producer {producer}, epoch {epoch}, from {start}")
+        return aborted
+
+    def _transactions_tool(self, *arguments: str) -> str:
+        kafka = next(part for part in self.parts.values() if isinstance(part, Kafka))
+        command = kafka.java(
+            "org.apache.kafka.tools.TransactionsCommand",
+            "--bootstrap-server",
+            self.settings.kafka_bootstrap,
+            *arguments,
+            heap="256m",
+            log_name="kafka-transactions",
+        )
+        return subprocess.run(  # noqa: S603
+            command, check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+
+    def _broker_log(self) -> Path:
+        (name,) = self.brokers().values()
+        return self.settings.path("logs", f"{name}.log")
+
     # --- Brokers (a stack of several) ---
 
     def brokers(self) -> dict[int, str]:
@@ -334,6 +403,10 @@ class Outcome:
     unacknowledged_written: int
     # Of the requests sent before the fault: how many, and how many were accepted.
     before_fault: tuple[int, int] = (0, 0)
+    # Partitions to which the broker skipped a transaction's markers (KAFKA-20734), and the
+    # transactions it so left open that were aborted (docs/operations.md).
+    markers_skipped: list[str] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
 
     def row(self) -> list[str]:
