@@ -233,20 +233,26 @@ class Stack:
 
     # --- Transactions a broker left open (KAFKA-20734) ---
 
-    def broker_log_size(self) -> int:
-        return self._broker_log().stat().st_size
+    def broker_log_sizes(self) -> dict[Path, int]:
+        """Each broker's log file and its size now: where a scenario's lines begin."""
+        logs = [self.settings.path("logs", f"{name}.log") for name in self.brokers().values()]
+        return {log: log.stat().st_size for log in logs}
 
-    def markers_skipped(self, since: int) -> set[str]:
-        """The partitions to which the broker skipped a transaction's markers, taking them for
-        deleted, in its log from byte ``since`` on (docs/operations.md)."""
-        with self._broker_log().open("rb") as log:
-            log.seek(since)
-            text = log.read().decode(errors="replace")
-        return {
-            partition.strip()
-            for found in _MARKERS_SKIPPED.finditer(text)
-            for partition in found.group(1).split(",")
-        }
+    def markers_skipped(self, since: dict[Path, int]) -> set[str]:
+        """The partitions to which a broker skipped a transaction's markers, taking them for
+        deleted, in its log from ``since`` on (docs/operations.md). A log rolled over since is
+        read from its start."""
+        skipped = set()
+        for log, offset in since.items():
+            with log.open("rb") as lines:
+                lines.seek(offset if log.stat().st_size >= offset else 0)
+                text = lines.read().decode(errors="replace")
+            skipped |= {
+                partition.strip()
+                for found in _MARKERS_SKIPPED.finditer(text)
+                for partition in found.group(1).split(",")
+            }
+        return skipped
 
     def abort_offsets_left_open(self, partitions: set[str], before_ms: int) -> list[str]:
         """Abort, with Kafka's own tool, each transaction still open on the ``__consumer_offsets``
@@ -282,10 +288,6 @@ class Stack:
         return subprocess.run(  # noqa: S603
             command, check=True, capture_output=True, text=True, timeout=60
         ).stdout
-
-    def _broker_log(self) -> Path:
-        (name,) = self.brokers().values()
-        return self.settings.path("logs", f"{name}.log")
 
     # --- Brokers (a stack of several) ---
 

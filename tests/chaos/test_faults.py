@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from local.components import service_environment
@@ -159,7 +160,7 @@ def run(scenario: Scenario, stack: Stack) -> Outcome:
         started = time.monotonic()
         time.sleep(chosen.fault_after_s)
         fault_at = time.monotonic()
-        log_from, fault_ms = stack.broker_log_size(), int(time.time() * 1000)
+        log_from, fault_ms = stack.broker_log_sizes(), int(time.time() * 1000)
         scenario.inject(stack, extra)
         skipped, aborted = settle_what_the_broker_left_open(stack, log_from, fault_ms)
         cleared = time.monotonic()
@@ -245,7 +246,7 @@ def run(scenario: Scenario, stack: Stack) -> Outcome:
 
 
 def settle_what_the_broker_left_open(
-    stack: Stack, log_from: int, fault_ms: int
+    stack: Stack, log_from: dict[Path, int], fault_ms: int
 ) -> tuple[set[str], list[str]]:
     """When the broker skipped a transaction's markers during the fault (KAFKA-20734, a Kafka
     bug: docs/operations.md), abort the pending offsets it so left open once no live
