@@ -62,8 +62,18 @@ LEFT_OPEN_AFTER_S = 30
 # Kafka 4.3's TransactionMarkerChannelManager when a partition's leader is not in its metadata.
 _MARKERS_SKIPPED = re.compile(
     r"Couldn't find leader endpoint for partitions (?:Hash)?Set\((.*?)\) while trying to send "
-    r"transaction markers"
+    r"transaction markers for (\S+), these"
 )
+# A transaction the coordinator is still completing: its markers may yet arrive.
+_COMPLETING = {"PrepareCommit", "PrepareAbort", "PrepareEpochFence"}
+
+
+def _read_from(log: Path, offset: int) -> str:
+    if not log.exists():
+        return ""
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        return lines.read().decode(errors="replace")
 
 
 def profile() -> ChaosProfile:
@@ -238,41 +248,61 @@ class Stack:
         logs = [self.settings.path("logs", f"{name}.log") for name in self.brokers().values()]
         return {log: log.stat().st_size for log in logs}
 
-    def markers_skipped(self, since: dict[Path, int]) -> set[str]:
+    def markers_skipped(self, since: dict[Path, int]) -> dict[str, set[str]]:
         """The partitions to which a broker skipped a transaction's markers, taking them for
-        deleted, in its log from ``since`` on (docs/operations.md). A log rolled over since is
-        read from its start."""
-        skipped = set()
+        deleted, by transactional id, in its log from ``since`` on (docs/operations.md). A log
+        rolled over since is read on from the rolled file."""
+        skipped: dict[str, set[str]] = {}
         for log, offset in since.items():
-            with log.open("rb") as lines:
-                lines.seek(offset if log.stat().st_size >= offset else 0)
-                text = lines.read().decode(errors="replace")
-            skipped |= {
-                partition.strip()
-                for found in _MARKERS_SKIPPED.finditer(text)
-                for partition in found.group(1).split(",")
-            }
+            if log.stat().st_size >= offset:
+                text = _read_from(log, offset)
+            else:
+                text = _read_from(log.parent / f"{log.name}.1", offset) + _read_from(log, 0)
+            for found in _MARKERS_SKIPPED.finditer(text):
+                partitions = {partition.strip() for partition in found.group(1).split(",")}
+                skipped.setdefault(found.group(2), set()).update(partitions)
         return skipped
 
-    def abort_offsets_left_open(self, partitions: set[str], before_ms: int) -> list[str]:
-        """Abort, with Kafka's own tool, each transaction still open on the ``__consumer_offsets``
-        partitions among ``partitions`` whose last write came before ``before_ms`` (epoch
-        milliseconds) and longer ago than any transaction may stay open: the coordinator has
-        completed it and will send nothing more, and its pending offsets keep the group from
-        starting. Output partitions are left to their writer's next commit, which completes them
-        as the coordinator decided; aborting one would drop records it had committed. What an
-        operator does (docs/operations.md); returns what was aborted."""
+    def abort_offsets_left_open(self, skipped: dict[str, set[str]], before_ms: int) -> list[str]:
+        """Abort, with Kafka's own tool, the transaction each transactional id of ``skipped``
+        left open on its ``__consumer_offsets`` partitions, when the coordinator is done with it
+        (not completing it, nor running it as its current transaction) and its last write there
+        came before ``before_ms`` (epoch milliseconds) and longer ago than any transaction may
+        stay open: its pending offsets keep the group from starting. Output partitions are left
+        to their writer's next commit, which completes them as the coordinator decided;
+        aborting one would drop records it had committed. What an operator does
+        (docs/operations.md); returns what was aborted, or failed to be."""
         oldest_live_ms = time.time() * 1000 - LEFT_OPEN_AFTER_S * 1000
         aborted = []
-        for name in sorted(p for p in partitions if p.startswith("__consumer_offsets-")):
-            topic, partition = name.rsplit("-", 1)
-            where = ["--topic", topic, "--partition", partition]
-            for row in self._transactions_tool("describe-producers", *where).splitlines()[1:]:
-                producer, epoch, _, _, last_write_ms, start = row.split()
-                # "None": no transaction of that producer open on the partition.
-                if start != "None" and int(last_write_ms) < min(before_ms, oldest_live_ms):
-                    self._transactions_tool("abort", *where, "--start-offset", start)
-                    aborted.append(f"{name}: producer {producer}, epoch {epoch}, from {start}")
+        for transactional_id, partitions in sorted(skipped.items()):
+            offsets = sorted(p for p in partitions if p.startswith("__consumer_offsets-"))
+            if not offsets:
+                continue
+            description = self._transactions_tool(
+                "describe", "--transactional-id", transactional_id
+            ).splitlines()[1]
+            _, _, producer, current_epoch, state, *_ = description.split()
+            if state in _COMPLETING:
+                continue
+            for name in offsets:
+                topic, partition = name.rsplit("-", 1)
+                where = ["--topic", topic, "--partition", partition]
+                for row in self._transactions_tool("describe-producers", *where).splitlines()[1:]:
+                    row_producer, epoch, _, _, last_write_ms, start = row.split()
+                    live = state == "Ongoing" and epoch == current_epoch
+                    if (
+                        row_producer != producer
+                        or start == "None"  # nothing of it open there
+                        or live
+                        or int(last_write_ms) >= min(before_ms, oldest_live_ms)
+                    ):
+                        continue
+                    what = f"{name}: {transactional_id}, epoch {epoch}, from {start}"
+                    try:
+                        self._transactions_tool("abort", *where, "--start-offset", start)
+                    except subprocess.CalledProcessError as failed:
+                        what += f": abort failed: {failed.stderr.strip()[-200:]}"
+                    aborted.append(what)
         return aborted
 
     def _transactions_tool(self, *arguments: str) -> str:
@@ -405,9 +435,10 @@ class Outcome:
     unacknowledged_written: int
     # Of the requests sent before the fault: how many, and how many were accepted.
     before_fault: tuple[int, int] = (0, 0)
-    # Partitions to which the broker skipped a transaction's markers (KAFKA-20734), and the
-    # transactions it so left open that were aborted (docs/operations.md).
-    markers_skipped: list[str] = field(default_factory=list)
+    # Partitions to which the broker skipped a transaction's markers (KAFKA-20734), by
+    # transactional id, and the transactions it so left open that were aborted
+    # (docs/operations.md).
+    markers_skipped: dict[str, set[str]] = field(default_factory=dict)
     aborted: list[str] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
 

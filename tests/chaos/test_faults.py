@@ -54,6 +54,9 @@ class Scenario:
     sleeps_ms: tuple[int, ...] = (100,)
     # The longest a job created once the fault was cleared may take to reach both sinks.
     max_recovery_s: float | None = None
+    # Whether the fault restarts a broker, after which it may drop transaction markers
+    # (KAFKA-20734): its log is read once a live transaction can no longer be open.
+    restarts_broker: bool = False
 
 
 def kill_9(name: str) -> Callable[[Stack, list[ServiceProcess]], None]:
@@ -112,7 +115,7 @@ SCENARIOS = [
     Scenario("kill -9 converter", kill_9("converter")),
     Scenario("3 processors, kill -9 one", kill_9_one_of_three, setup=two_more_processors),
     # A crash, not a graceful stop: see docs/operations.md on stopping the only broker.
-    Scenario("kill -9 Kafka", kill_9("kafka")),
+    Scenario("kill -9 Kafka", kill_9("kafka"), restarts_broker=True),
     Scenario("stop PostgreSQL", stop_postgres_for_a_while),
     # Bounded: 18.16 does not leave its consumer group when it stops, and with librdkafka's
     # session timeout its new consumer got the partitions back 45 s after the start.
@@ -162,7 +165,9 @@ def run(scenario: Scenario, stack: Stack) -> Outcome:
         fault_at = time.monotonic()
         log_from, fault_ms = stack.broker_log_sizes(), int(time.time() * 1000)
         scenario.inject(stack, extra)
-        skipped, aborted = settle_what_the_broker_left_open(stack, log_from, fault_ms)
+        skipped, aborted = settle_what_the_broker_left_open(
+            stack, log_from, fault_ms, scenario.restarts_broker
+        )
         cleared = time.monotonic()
         probe = create_one(receiver)
         watch = ProbeWatch(stack, probe, since, chosen.drain_timeout_s)
@@ -239,34 +244,52 @@ def run(scenario: Scenario, stack: Stack) -> Outcome:
         recovery_s=None if arrived is None else arrived - cleared,
         unacknowledged_written=len(set(by_key[kafka.processor_topic]) - accepted),
         before_fault=before_fault,
-        markers_skipped=sorted(skipped),
+        markers_skipped=skipped,
         aborted=aborted,
         detail=detail,
     )
 
 
 def settle_what_the_broker_left_open(
-    stack: Stack, log_from: dict[Path, int], fault_ms: int
-) -> tuple[set[str], list[str]]:
-    """When the broker skipped a transaction's markers during the fault (KAFKA-20734, a Kafka
+    stack: Stack, log_from: dict[Path, int], fault_ms: int, restarted: bool
+) -> tuple[dict[str, set[str]], list[str]]:
+    """When a broker skipped a transaction's markers during the fault (KAFKA-20734, a Kafka
     bug: docs/operations.md), abort the pending offsets it so left open once no live
     transaction can be that old, as the operator would: else the group's stage waits for them
-    for ever. Returns the partitions skipped and the transactions aborted."""
+    for ever. A restarted broker logs it when its old registration is fenced, maybe after it
+    answers again: its log is read once that time is past. Returns the partitions skipped,
+    by transactional id, and the transactions aborted."""
     skipped = stack.markers_skipped(log_from)
-    if not skipped:
+    if not (skipped or restarted):
         return skipped, []
     time.sleep(max(0.0, fault_ms / 1000 + LEFT_OPEN_AFTER_S - time.time()))
+    skipped = stack.markers_skipped(log_from)
     return skipped, stack.abort_offsets_left_open(skipped, fault_ms)
+
+
+def excused_by_kafka(outcome: Outcome) -> set[str]:
+    """What the broker's dropped markers can cause (KAFKA-20734): jobs late past the drain when
+    an output partition kept a transaction open (its writer's next commit there shows them),
+    jobs done twice when pending offsets were aborted."""
+    partitions = set().union(*outcome.markers_skipped.values())
+    excused = set()
+    if any(not partition.startswith("__consumer_offsets-") for partition in partitions):
+        excused.add("lost")
+    if any("abort failed" not in aborted for aborted in outcome.aborted):
+        excused.add("duplicates")
+    return excused
 
 
 def scenario_id(scenario: Scenario) -> str:
     return re.sub(r"[^a-z0-9]+", "-", scenario.name.lower()).strip("-")
 
 
-def check(scenario: Scenario, outcome: Outcome) -> None:
-    """Nothing accepted lost, nothing duplicated, no dead letters but the poison."""
-    assert outcome.lost == 0, outcome.detail
-    assert outcome.duplicates == 0, outcome.detail
+def check(scenario: Scenario, outcome: Outcome, excused: set[str] | None = None) -> None:
+    """Nothing accepted lost, nothing duplicated, no dead letters but the poison; ``excused``
+    may hold "lost" and "duplicates", not checked."""
+    excused = excused or set()
+    assert "lost" in excused or outcome.lost == 0, outcome.detail
+    assert "duplicates" in excused or outcome.duplicates == 0, outcome.detail
     assert outcome.dead_lettered == 2 * scenario.poison_per_topic, outcome.detail
     if scenario.max_recovery_s is not None:
         assert outcome.recovery_s is not None, outcome.detail
@@ -292,15 +315,13 @@ def test_nothing_accepted_is_lost_and_nothing_is_duplicated(
     chaos_stack.wait_healthy("before the fault")
     outcome = run(scenario, chaos_stack)
     outcomes.append(outcome)
-    try:
-        check(scenario, outcome)
-    except AssertionError as failed:
-        if not outcome.markers_skipped:
-            raise
-        # Kafka's bug, not the pipeline's: outputs without their markers are seen only once
-        # their writer commits there again, and the offsets aborted make jobs done again.
-        pytest.xfail(
-            f"KAFKA-20734: the broker skipped transaction markers to "
-            f"{', '.join(outcome.markers_skipped)}; aborted {outcome.aborted}: {failed}"
-        )
+    excused = excused_by_kafka(outcome)
+    check(scenario, outcome, excused)
     chaos_stack.wait_healthy("after the scenario")
+    if excused and (outcome.lost or outcome.duplicates):
+        # Kafka's bug, not the pipeline's (docs/operations.md).
+        pytest.xfail(
+            f"KAFKA-20734: the broker skipped transaction markers to {outcome.markers_skipped}; "
+            f"aborted {outcome.aborted}; {outcome.lost} late, {outcome.duplicates} twice: "
+            f"{outcome.detail}"
+        )

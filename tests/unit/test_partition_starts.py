@@ -68,3 +68,12 @@ def test_the_wait_is_counted_only_while_the_consumer_is_a_settled_member() -> No
     clock.now = 60.0
     assert starts.not_started(20.0) == []
     assert starts.not_started(5.0) == ["t[0]"]
+
+
+def test_a_started_partition_waiting_for_its_leader_is_not_counted() -> None:
+    clock = Clock()
+    starts = PartitionStarts(clock)
+    starts.update(statistics({"0": "offset-query", "1": "validate-epoch-wait"}))
+    clock.now = 500.0
+    starts.update(statistics({"0": "offset-query", "1": "validate-epoch-wait"}))
+    assert starts.not_started(1.0) == []

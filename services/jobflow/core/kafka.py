@@ -291,8 +291,11 @@ class PartitionStarts:
         waiting = {}
         for topic, topic_statistics in statistics.get("topics", {}).items():
             for partition, partition_statistics in topic_statistics.get("partitions", {}).items():
+                # "none": its fetcher never started. Not the states of a started one waiting
+                # for its leader (offset-query, validate-epoch-wait), which a restart would
+                # not help.
                 if partition_statistics.get("desired") and (
-                    partition_statistics.get("fetch_state") != "active"
+                    partition_statistics.get("fetch_state") == "none"
                 ):
                     name = f"{topic}[{partition}]"
                     waiting[name] = self._waiting_since.get(name, now)

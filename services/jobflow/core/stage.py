@@ -441,7 +441,8 @@ class StageSettings(TransactionalServiceSettings):
             "probe fails. It waits while a transaction holds its committed offset open: "
             "normally until the broker completes or times out that transaction (a crashed "
             "writer's, within its transaction timeout); for good when the broker never does "
-            "(docs/operations.md)."
+            "(docs/operations.md). Keep it above that timeout (KAFKA_DELIVERY_TIMEOUT_MS + 10 s) "
+            "and the brokers' check for timed-out transactions (10 s by default)."
         ),
     )
     session_timeout_ms: int = Field(
