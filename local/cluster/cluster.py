@@ -309,12 +309,12 @@ def stop_shims(containerd_socket: Path) -> set[int]:
     processes = _processes()
     shims = [
         pid
-        for pid, command in processes
+        for pid, _, command in processes
         if command
         and command[0].endswith(b"containerd-shim-runc-v2")
         and str(containerd_socket).encode() in command
     ]
-    containers = [pid for pid, _ in processes if _parent_of(pid) in shims]
+    containers = [pid for pid, parent, _ in processes if parent in shims]
     namespaces = {
         inode for pid in containers if (inode := _inode(Path(f"/proc/{pid}/ns/net"))) is not None
     }
@@ -344,20 +344,16 @@ def _inode(path: Path) -> int | None:
         return None
 
 
-def _processes() -> list[tuple[int, list[bytes]]]:
-    """Every process's id and command line."""
+def _processes() -> list[tuple[int, int, list[bytes]]]:
+    """Every process's id, its parent's and its command line, in one pass over /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                found.append((int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")))
+                stat = (entry / "stat").read_text()
+                # The command name, in parentheses, may hold spaces: the fields after it are
+                # plain.
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                found.append((int(entry.name), parent, command))
     return found
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name, in parentheses, may hold spaces: the fields after it are plain.
-    return int(stat.rsplit(")", 1)[1].split()[1])

@@ -272,7 +272,7 @@ class Stack:
         to their writer's next commit, which completes them as the coordinator decided;
         aborting one would drop records it had committed. What an operator does
         (docs/operations.md); returns what was aborted, or failed to be."""
-        oldest_live_ms = time.time() * 1000 - LEFT_OPEN_AFTER_S * 1000
+        last_write_before_ms = min(before_ms, time.time() * 1000 - LEFT_OPEN_AFTER_S * 1000)
         aborted = []
         for transactional_id, partitions in sorted(skipped.items()):
             offsets = sorted(p for p in partitions if p.startswith("__consumer_offsets-"))
@@ -284,19 +284,13 @@ class Stack:
             _, _, producer, current_epoch, state, *_ = description.split()
             if state in _COMPLETING:
                 continue
+            live_epoch = current_epoch if state == "Ongoing" else None
             for name in offsets:
                 topic, partition = name.rsplit("-", 1)
                 where = ["--topic", topic, "--partition", partition]
-                for row in self._transactions_tool("describe-producers", *where).splitlines()[1:]:
-                    row_producer, epoch, _, _, last_write_ms, start = row.split()
-                    live = state == "Ongoing" and epoch == current_epoch
-                    if (
-                        row_producer != producer
-                        or start == "None"  # nothing of it open there
-                        or live
-                        or int(last_write_ms) >= min(before_ms, oldest_live_ms)
-                    ):
-                        continue
+                for epoch, start in self._left_open(
+                    where, producer, live_epoch, last_write_before_ms
+                ):
                     what = f"{name}: {transactional_id}, epoch {epoch}, from {start}"
                     try:
                         self._transactions_tool("abort", *where, "--start-offset", start)
@@ -304,6 +298,24 @@ class Stack:
                         what += f": abort failed: {failed.stderr.strip()[-200:]}"
                     aborted.append(what)
         return aborted
+
+    def _left_open(
+        self, where: list[str], producer: str, live_epoch: str | None, last_write_before_ms: float
+    ) -> list[tuple[str, str]]:
+        """The epoch and start offset of ``producer``'s transaction open on the partition
+        ``where`` names, unless it is the live one (``live_epoch``) or was written to since
+        ``last_write_before_ms``."""
+        found = []
+        for row in self._transactions_tool("describe-producers", *where).splitlines()[1:]:
+            row_producer, epoch, _, _, last_write_ms, start = row.split()
+            if (
+                row_producer == producer
+                and start != "None"  # "None": nothing of it open there
+                and epoch != live_epoch
+                and int(last_write_ms) < last_write_before_ms
+            ):
+                found.append((epoch, start))
+        return found
 
     def _transactions_tool(self, *arguments: str) -> str:
         kafka = next(part for part in self.parts.values() if isinstance(part, Kafka))
